@@ -1,0 +1,88 @@
+"""Tokenizers and causal LMs by name: ``"tiny"`` (embedded), a local directory, or an HF hub id.
+
+``"tiny"`` is a 4-layer GPT-2 and a byte-level BPE tokenizer that ship inside the package, so
+everything in textgym works offline. ``python -m textgym.models.build_tiny`` rebuilds it.
+
+Example:
+    >>> from textgym.models import load_tokenizer, load_causal_lm
+    >>> tokenizer = load_tokenizer("tiny")
+    >>> model = load_causal_lm("tiny", device="cpu")
+    >>> tokenizer.pad_token != tokenizer.eos_token, tokenizer.padding_side
+    (True, 'left')
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+TINY = "tiny"
+ACCEPTED = '"tiny" (the embedded model), a local directory saved with save_pretrained, or an HF hub id'
+
+
+def tiny_path() -> Path:
+    """Where the embedded model lives inside the installed package."""
+    return Path(str(resources.files("textgym.models") / "tiny"))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _resolve(name_or_path: str | Path) -> str:
+    if not isinstance(name_or_path, (str, Path)):
+        raise TypeError(f"expected a model name or path ({ACCEPTED}), got {type(name_or_path).__name__}")
+    name = str(name_or_path)
+    if name == TINY:
+        return str(tiny_path())
+    if Path(name).is_dir():
+        return name
+    # An HF hub id has the form "name" or "org/name"; anything that looks like a path but does
+    # not exist is a typo, and is reported as such rather than sent to the hub.
+    if Path(name).suffix or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ValueError(f"unknown model or tokenizer {name!r}: no such directory. Accepted: {ACCEPTED}")
+    return name
+
+
+def _from_pretrained(loader, name_or_path: str | Path, what: str, **kwargs):
+    source = _resolve(name_or_path)
+    try:
+        return loader(source, **kwargs)
+    except OSError as error:  # transformers raises OSError for missing files and offline misses
+        raise ValueError(
+            f"could not load {what} {str(name_or_path)!r}. Accepted: {ACCEPTED}. Hub ids need network "
+            "access or a local HF cache (HF_HUB_OFFLINE=1 forbids downloads)."
+        ) from error
+
+
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load a tokenizer, padded on the left, with EOS as pad when it has no pad token."""
+    tokenizer = _from_pretrained(
+        AutoTokenizer.from_pretrained, name_or_path, "tokenizer", trust_remote_code=trust_remote_code
+    )
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer {str(name_or_path)!r} has no EOS token; textgym episodes end at EOS")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # observations are left-padded, so the last column is the newest token
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load a causal LM in eval mode on ``device`` (default: CUDA when present, else CPU)."""
+    model = _from_pretrained(
+        AutoModelForCausalLM.from_pretrained,
+        name_or_path,
+        "causal LM",
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+    )
+    return model.to(device or default_device()).eval()
