@@ -1,0 +1,39 @@
+"""textgym: text generation as a token-level reinforcement-learning problem, in the Gymnasium API.
+
+Importing textgym registers its environments under the ``textgym/`` namespace.
+
+Example:
+    >>> import gymnasium as gym, textgym
+    >>> env = gym.make("textgym/TextGeneration-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> sorted(obs), int(env.action_space.n) == len(env.unwrapped.tokenizer)
+    (['attention_mask', 'input_ids'], True)
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from textgym.data import prompt_file
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    env_id = "textgym/TextGeneration-v0"
+    if env_id in gym.registry:  # importlib.reload must not warn about re-registration
+        return
+    gym.register(
+        id=env_id,
+        entry_point="textgym.envs:TextGenerationEnv",
+        vector_entry_point="textgym.envs:TextGenerationVectorEnv",
+        kwargs={
+            "tokenizer": "tiny",
+            "prompts": str(prompt_file("text_generation")),
+            "max_prompt_tokens": 64,
+            "max_new_tokens": 48,
+        },
+    )
+
+
+_register()

@@ -1,0 +1,3 @@
+from textgym.data import main
+
+main()

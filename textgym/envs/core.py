@@ -1,0 +1,221 @@
+"""What the single and the vector env share: the tokenized prompt set, spaces, checks and scoring.
+
+Both envs hold token ids in a left-padded row of length ``L = max_prompt_tokens + max_new_tokens``:
+real tokens are right-aligned, so appending a token shifts the row left by one and the newest
+token is always in the last column. ``attention_mask`` marks the real tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+from gymnasium import spaces
+from transformers import PreTrainedTokenizerBase
+
+from textgym.envs.decoding import CompletionDecoder
+from textgym.data import prompt_file
+from textgym.envs.prompts import PromptSource, load_prompts
+from textgym.models import load_tokenizer
+
+Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+"""A batched task score: ``scorer(prompts, completions) -> one float per completion``."""
+
+
+def check_render_mode(render_mode: str | None, allowed: list[str]) -> None:
+    if render_mode is not None and render_mode not in allowed:
+        raise ValueError(f"render_mode must be one of {allowed} or None, got {render_mode!r}")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class TextGenerationConfig:
+    """The arguments of ``TextGenerationEnv`` and ``TextGenerationVectorEnv`` (one set of defaults).
+
+    Attributes:
+        tokenizer: ``"tiny"``, an HF hub id, a local path, or a ``PreTrainedTokenizerBase``.
+        prompts: a list of strings, a ``.txt`` / ``.jsonl`` / ``.csv`` path, or a ``datasets.Dataset``;
+            by default the shipped ``text_generation`` prompt set.
+        scorer: optional batched ``(prompts, completions) -> scores``; the episode's final reward.
+        max_prompt_tokens: longer prompts keep their last tokens.
+        max_new_tokens: the episode is truncated after this many actions.
+        stop_on_eos: whether choosing EOS terminates the episode.
+        disallowed_token_ids: token ids that ``action_masks()`` marks invalid (pad always is,
+            unless pad is EOS).
+    """
+
+    tokenizer: str | PreTrainedTokenizerBase = "tiny"
+    prompts: PromptSource = field(default_factory=lambda: str(prompt_file("text_generation")))
+    scorer: Scorer | None = None
+    max_prompt_tokens: int = 64
+    max_new_tokens: int = 48
+    stop_on_eos: bool = True
+    disallowed_token_ids: Sequence[int] = ()
+
+    @classmethod
+    def from_kwargs(cls, owner: str, kwargs: dict[str, Any]) -> TextGenerationConfig:
+        """Build from an env's keyword arguments; unknown names get an error listing the valid ones."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise TypeError(f"{owner} got unknown arguments {unknown}; valid arguments are {names}")
+        return cls(**kwargs)
+
+
+class TextMDP:
+    """The token-level text-generation MDP of a ``TextGenerationConfig``, without episode state."""
+
+    def __init__(self, config: TextGenerationConfig):
+        self.max_prompt_tokens = _positive_int("max_prompt_tokens", config.max_prompt_tokens)
+        self.max_new_tokens = _positive_int("max_new_tokens", config.max_new_tokens)
+        scorer, tokenizer = config.scorer, config.tokenizer
+        if scorer is not None and not callable(scorer):
+            raise TypeError(f"scorer must be callable (prompts, completions) -> scores, got {scorer!r}")
+        self.tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else load_tokenizer(tokenizer)
+        self.scorer = scorer
+        self.stop_on_eos = bool(config.stop_on_eos)
+        self.vocab_size = len(self.tokenizer)
+        self.eos_id = self.tokenizer.eos_token_id
+        if self.eos_id is None:
+            raise ValueError(f"tokenizer {self.tokenizer.name_or_path!r} has no EOS token; episodes end at EOS")
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        self.length = self.max_prompt_tokens + self.max_new_tokens
+        self.decode = CompletionDecoder(self.tokenizer)
+
+        self.prompts = load_prompts(config.prompts)
+        encoded = [self.encode(p) for p in self.prompts]
+        self.prompt_ids = [ids for ids, _ in encoded]
+        self.prompt_truncated = [cut for _, cut in encoded]
+
+        self.observation_space = spaces.Dict(
+            {
+                "input_ids": spaces.Box(0, self.vocab_size - 1, (self.length,), np.int64),
+                "attention_mask": spaces.Box(0, 1, (self.length,), np.int64),
+            }
+        )
+        self.action_space = spaces.Discrete(self.vocab_size)
+        self.action_mask = self._action_mask(config.disallowed_token_ids)
+        # mask_rows[n] is the attention mask of a row holding n real tokens.
+        self.mask_rows = np.tril(np.ones((self.length + 1, self.length), np.int64), -1)[:, ::-1].copy()
+        self.pad_row = np.full(self.length, self.pad_id, np.int64)
+
+    def _action_mask(self, disallowed: Sequence[int]) -> np.ndarray:
+        mask = np.ones(self.vocab_size, bool)
+        bad = [t for t in disallowed if not (isinstance(t, (int, np.integer)) and 0 <= t < self.vocab_size)]
+        if bad:
+            raise ValueError(f"disallowed_token_ids must be ids in [0, {self.vocab_size}), got {bad}")
+        mask[list(disallowed)] = False
+        if self.pad_id != self.eos_id:  # with pad == eos, masking pad would forbid ending the episode
+            mask[self.pad_id] = False
+        if self.stop_on_eos and not mask[self.eos_id]:
+            raise ValueError(f"disallowed_token_ids includes EOS ({self.eos_id}); episodes could only be truncated")
+        return mask
+
+    # --- prompts --------------------------------------------------------------------------------
+
+    def encode(self, prompt: str) -> tuple[np.ndarray, bool]:
+        """Token ids of ``prompt`` (its last ``max_prompt_tokens``) and whether it was truncated."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"a prompt must be a str, got {type(prompt).__name__}: {prompt!r}")
+        ids = self.tokenizer(prompt)["input_ids"]
+        if not ids:
+            raise ValueError(f"prompt {prompt!r} encodes to no tokens; expected at least one token")
+        truncated = len(ids) > self.max_prompt_tokens
+        return np.asarray(ids[-self.max_prompt_tokens :], np.int64), truncated
+
+    def prompt_row(self, prompt_ids: np.ndarray, out: np.ndarray) -> None:
+        """Write the left-padded observation row of a fresh episode into ``out``."""
+        out[:] = self.pad_row
+        out[-len(prompt_ids) :] = prompt_ids
+
+    def sample_prompt(self, rng: np.random.Generator, options: dict[str, Any] | None) -> tuple[str, np.ndarray, bool]:
+        """The episode's prompt: ``options["prompt"]`` if given, else drawn uniformly with ``rng``."""
+        if not options:
+            index = int(rng.integers(len(self.prompts)))
+            return self.prompts[index], self.prompt_ids[index], self.prompt_truncated[index]
+        unknown = set(options) - {"prompt"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; expected only 'prompt'")
+        ids, truncated = self.encode(options["prompt"])
+        return options["prompt"], ids, truncated
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def action_error(self, action: Any) -> Exception:
+        shape = getattr(action, "shape", None)
+        what = f"{type(action).__name__}{'' if shape is None else f' of shape {shape}'}: {action!r}"
+        integer_array = isinstance(action, np.ndarray) and action.dtype.kind in "iu"
+        if isinstance(action, (bool, np.bool_)) or not (isinstance(action, (int, np.integer)) or integer_array):
+            return TypeError(f"action must be an integer token id in [0, {self.vocab_size}), got {what}")
+        if shape not in (None, ()):
+            return ValueError(f"action must be a scalar token id, got {what}")
+        return ValueError(f"action must be a token id in [0, {self.vocab_size}), got {what}")
+
+    def check_action(self, action: Any) -> int:
+        """Validate one action (a Python int, a numpy integer or a 0-d integer array)."""
+        if isinstance(action, (bool, np.bool_)):
+            raise self.action_error(action)
+        try:
+            token = action.__index__()
+        except (AttributeError, TypeError):
+            raise self.action_error(action) from None
+        if not 0 <= token < self.vocab_size:
+            raise self.action_error(action)
+        return token
+
+    def check_actions(self, actions: Any, num_envs: int) -> np.ndarray:
+        """Validate a batch of actions: integer ids in [0, V), shape ``(num_envs,)``."""
+        if type(actions) is np.ndarray and actions.dtype == np.int64 and actions.shape == (num_envs,):
+            if np.count_nonzero(actions.view(np.uint64) >= self.vocab_size):  # negatives wrap to huge values
+                raise ValueError(f"actions must be token ids in [0, {self.vocab_size}), got {actions!r}")
+            return actions
+        array = np.asarray(actions)
+        if array.shape != (num_envs,):
+            raise ValueError(f"actions must have shape ({num_envs},), got shape {array.shape}: {actions!r}")
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"actions must be integer token ids, got dtype {array.dtype}: {actions!r}")
+        return self.check_actions(array.astype(np.int64), num_envs)
+
+    # --- episode end ----------------------------------------------------------------------------
+
+    def scores(self, prompts: list[str], completions: list[str]) -> np.ndarray:
+        """Run the scorer and insist on one finite float per completion."""
+        if self.scorer is None:
+            return np.zeros(len(completions))
+        name = getattr(self.scorer, "__name__", type(self.scorer).__name__)
+        try:
+            values = np.asarray(self.scorer(prompts, completions), dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"scorer {name} must return a sequence of floats: {error}") from error
+        if len(values) != len(completions):
+            raise ValueError(f"scorer {name} returned {len(values)} scores for {len(completions)} completions")
+        if not np.isfinite(values).all():
+            raise ValueError(f"scorer {name} returned a non-finite score: {values.tolist()}")
+        return values
+
+    def finish(self, prompts: list[str], completion_ids: list[np.ndarray]) -> dict[str, list]:
+        """End-of-episode info columns (decoded once here, never per step), scored in one batch.
+
+        ``completion_ids`` become lists, not arrays: completions differ in length, and Gymnasium's
+        vector info batching needs same-shaped arrays.
+        """
+        completions = self.decode(completion_ids)
+        return {
+            "prompt": prompts,
+            "completion": completions,
+            "completion_ids": [ids.tolist() for ids in completion_ids],
+            "score": self.scores(prompts, completions).tolist(),
+        }
+
+    def render_text(self, prompt: str, generated: np.ndarray) -> str:
+        return prompt + self.tokenizer.decode(generated.tolist(), skip_special_tokens=False)
