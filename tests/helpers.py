@@ -1,0 +1,33 @@
+"""Small helpers shared by the test modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def length_scorer(prompts, completions):
+    """A deterministic scorer that depends on the completion, so rewards can differ."""
+    return [len(c) / 10 for c in completions]
+
+
+def assert_tree_equal(a: Any, b: Any, where: str = "") -> None:
+    """Deep equality over dicts, numpy arrays (object arrays too), lists and scalars."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for key in a:
+            assert_tree_equal(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_tree_equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.ndarray) and a.dtype == object:
+        assert isinstance(b, np.ndarray) and a.shape == b.shape, f"{where}: {a!r} != {b!r}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_tree_equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, f"{where}: {a!r} != {b!r}"
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"

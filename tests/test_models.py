@@ -1,0 +1,119 @@
+"""The embedded "tiny" model, the loaders, the corpus and the build script."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from textgym.data import PROMPT_SETS, generate, prompt_file
+from textgym.models import load_causal_lm, load_tokenizer, tiny_path
+from textgym.models.build_tiny import BuildConfig, build, pack
+from textgym.models.corpus import generate_documents, prompt_starts
+
+
+@pytest.fixture(scope="module")
+def record() -> dict:
+    return json.loads((tiny_path() / "build_record.json").read_text())
+
+
+def test_tiny_tokenizer_is_a_fast_bpe_with_pad_and_eos():
+    tokenizer = load_tokenizer("tiny")
+    assert isinstance(tokenizer, PreTrainedTokenizerFast)
+    assert 2000 <= len(tokenizer) <= 8000
+    assert tokenizer.eos_token_id is not None and tokenizer.pad_token_id not in (None, tokenizer.eos_token_id)
+    assert tokenizer.padding_side == "left"
+    text = "Film review: The acting was great. 17 + 25 = 42"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    assert [t for t in tokenizer.tokenize("1742") if t.isdigit()] == ["1", "7", "4", "2"]  # digit by digit
+
+
+def test_tiny_model_ships_as_safetensors_under_20_mb():
+    files = {p.name: p.stat().st_size for p in tiny_path().iterdir()}
+    assert "model.safetensors" in files and not any(n.endswith((".bin", ".pt", ".pkl")) for n in files)
+    assert sum(files.values()) <= 20 * 2**20
+
+
+def test_tiny_model_is_a_gpt2_that_continues_like_the_corpus():
+    tokenizer, model = load_tokenizer("tiny"), load_causal_lm("tiny", device="cpu")
+    assert isinstance(model, GPT2LMHeadModel) and not model.training
+    assert model.config.vocab_size == len(tokenizer)
+    batch = tokenizer(["12 + 30 =", "Restaurant review: We had dinner at this cafe last night."],
+                      return_tensors="pt", padding=True)
+    out = model.generate(**batch, do_sample=False, max_new_tokens=20, pad_token_id=tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert texts[0].strip().isdigit()  # an arithmetic prompt gets a number
+    assert " was " in texts[1]  # a review goes on to say how something was
+
+
+def test_load_causal_lm_takes_device_and_dtype():
+    model = load_causal_lm("tiny", device="cpu", dtype=torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16 and model.device.type == "cpu"
+
+
+def test_loaders_accept_a_local_directory(tmp_path):
+    load_tokenizer("tiny").save_pretrained(tmp_path)
+    load_causal_lm("tiny", device="cpu").save_pretrained(tmp_path)
+    assert len(load_tokenizer(tmp_path)) == len(load_tokenizer("tiny"))
+    assert isinstance(load_causal_lm(str(tmp_path), device="cpu"), GPT2LMHeadModel)
+
+
+@pytest.mark.parametrize("name", ["./missing-dir", "/no/such/model", "weights.safetensors"])
+def test_loaders_reject_missing_paths_with_what_is_accepted(name):
+    for loader in (load_tokenizer, load_causal_lm):
+        with pytest.raises(ValueError, match=f"unknown model or tokenizer '{name}'.*\"tiny\".*hub id"):
+            loader(name)
+
+
+def test_hub_ids_fail_offline_with_a_clear_message():
+    with pytest.raises(ValueError, match="could not load causal LM 'textgym-test/absent'.*HF_HUB_OFFLINE"):
+        load_causal_lm("textgym-test/absent")
+    with pytest.raises(TypeError, match="expected a model name or path"):
+        load_tokenizer(42)
+
+
+def test_build_record_meets_the_issue(record):
+    assert record["train_tokens"] >= 2_000_000
+    assert record["train_minutes"] <= 30
+    assert 0.3 <= record["review_positive_share"] <= 0.7  # room for RL to raise it
+    assert record["vocab_size"] == len(load_tokenizer("tiny"))
+    assert record["corpus_words"] >= 300 and record["command"].startswith("python -m textgym.models.build_tiny")
+    assert np.isfinite(record["final_val_loss"])
+
+
+# --- corpus, packing and the build script -----------------------------------------------------
+
+def test_corpus_is_seeded_and_covers_every_document_kind():
+    docs = generate_documents(400, seed=3)
+    assert docs == generate_documents(400, seed=3) and docs != generate_documents(400, seed=4)
+    for marker in ("Film review:", "Product review:", "Restaurant review:", "Scene:", "Words:", "Summary:", " + "):
+        assert any(marker in d for d in docs), marker
+
+
+def test_shipped_prompt_sets_are_regenerated_from_their_seeds():
+    for name in PROMPT_SETS:
+        assert prompt_file(name).read_text().splitlines() == generate(name)
+    assert len(set(prompt_starts(40))) > 30
+
+
+def test_pack_starts_every_row_at_a_document():
+    rows = pack([[5, 6, 7], [8, 9], [3] * 10], block_size=6, eos_id=0, pad_id=1).tolist()
+    assert rows == [[5, 6, 7, 0, 1, 1], [8, 9, 0, 1, 1, 1], [3, 3, 3, 3, 3, 0]]
+
+
+def test_build_script_end_to_end(tmp_path):
+    out = tmp_path / "model"
+    cfg = BuildConfig(out=str(out), corpus_tokens=6000, vocab_size=600, n_embd=32, n_layer=1, n_head=2,
+                      n_positions=64, block_size=32, max_steps=4, batch_size=8, sentiment_prompts=4)
+    record = build(cfg)
+    assert record["train_steps"] == 4 and record["train_tokens"] > 5000
+    assert np.isfinite(record["final_val_loss"]) and 0 <= record["review_positive_share"] <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temp dir left behind
+    tokenizer, model = load_tokenizer(out), load_causal_lm(out, device="cpu")
+    assert model.config.vocab_size == len(tokenizer) <= 600
+    assert json.loads((out / "build_record.json").read_text())["train_steps"] == 4
+    build(cfg)  # building over an existing model replaces it atomically
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
