@@ -1,0 +1,71 @@
+"""Roll out episodes of a textgym env with the embedded model as the policy, and print them.
+
+    python -m textgym.demo [--env-id textgym/TextGeneration-v0] [--episodes 6] [--seed 0]
+
+The env never runs a model: here the LM samples each token from the observation, and the vector
+env appends it, exactly as an RL agent would.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import textgym  # noqa: F401  (registers the envs)
+from textgym.models import load_causal_lm
+
+
+@dataclass
+class DemoConfig:
+    env_id: str = "textgym/TextGeneration-v0"
+    model: str = "tiny"
+    episodes: int = 6
+    seed: int = 0
+    temperature: float = 1.0
+
+
+@torch.no_grad()
+def sample_tokens(model, obs: dict[str, np.ndarray], temperature: float, generator: torch.Generator) -> np.ndarray:
+    """One token per env from the LM's next-token distribution at the last (newest) position."""
+    ids = torch.from_numpy(obs["input_ids"]).to(model.device)
+    mask = torch.from_numpy(obs["attention_mask"]).to(model.device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+    probs = torch.softmax(logits / temperature, dim=-1).cpu()
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
+
+
+def rollout(cfg: DemoConfig) -> list[dict]:
+    """The first episode of each of ``cfg.episodes`` envs, as their end-of-episode infos."""
+    envs = gym.make_vec(cfg.env_id, num_envs=cfg.episodes)
+    model = load_causal_lm(cfg.model)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    obs, _ = envs.reset(seed=cfg.seed)
+    finished: dict[int, dict] = {}
+    while len(finished) < cfg.episodes:
+        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, obs, cfg.temperature, generator))
+        for i in np.flatnonzero(terminated | truncated):
+            if i not in finished:
+                finished[i] = {key: info[key][i] for key in ("prompt", "completion", "score")}
+                finished[i]["ended_by"] = "EOS" if terminated[i] else "length limit"
+    envs.close()
+    return [finished[i] for i in sorted(finished)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name, default in vars(DemoConfig()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    cfg = DemoConfig(**vars(parser.parse_args(argv)))
+    for n, episode in enumerate(rollout(cfg), start=1):
+        print(f"--- episode {n} (ended by {episode['ended_by']}, score {episode['score']:.2f})")
+        print(f"prompt:     {episode['prompt']}")
+        print(f"completion: {episode['completion']}")
+
+
+if __name__ == "__main__":
+    main()
