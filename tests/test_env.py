@@ -161,6 +161,25 @@ def test_pad_equal_to_eos(tokenizer):
     assert obs["attention_mask"].sum() == n + 1 and obs["input_ids"][-1] == tok.eos_token_id
 
 
+def test_tokenizer_without_pad_uses_eos_as_pad():
+    tok = load_tokenizer("tiny")
+    tok.pad_token = None
+    assert tok.pad_token_id is None
+    env = make_env(tok)
+    assert env.mdp.pad_id == tok.eos_token_id and env.action_masks()[tok.eos_token_id]
+    obs, _ = env.reset(options={"prompt": "12 + 30 ="})
+    n = int(obs["attention_mask"].sum())
+    assert (obs["input_ids"][:-n] == tok.eos_token_id).all()
+
+
+def test_render_human_prints_each_finished_episode(tokenizer, capsys):
+    env = make_env(tokenizer, render_mode="human", max_new_tokens=2)
+    env.reset(options={"prompt": "12 + 30 ="})
+    for token in tokenizer(" 42")["input_ids"][:2]:
+        env.step(token)
+    assert capsys.readouterr().out == "12 + 30 = 4\n"
+
+
 def test_render_ansi_shows_prompt_and_completion(tokenizer):
     env = make_env(tokenizer, render_mode="ansi")
     env.reset(options={"prompt": "12 + 30 ="})

@@ -8,16 +8,15 @@ token is always in the last column. ``attention_mask`` marks the real tokens.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
-
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 from transformers import PreTrainedTokenizerBase
 
-from textgym.envs.decoding import CompletionDecoder
 from textgym.data import prompt_file
+from textgym.envs.decoding import CompletionDecoder
 from textgym.envs.prompts import PromptSource, load_prompts
 from textgym.models import load_tokenizer
 
