@@ -24,6 +24,23 @@ Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 """A batched task score: ``scorer(prompts, completions) -> one float per completion``."""
 
 
+def scorer_name(scorer: Callable) -> str:
+    return getattr(scorer, "name", None) or getattr(scorer, "__name__", None) or type(scorer).__name__
+
+
+def validated_scores(name: str, scores: Any, count: int) -> np.ndarray:
+    """``scores`` as a float array, or an error naming the scorer: wrong count, NaN/inf, not numbers."""
+    try:
+        values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"scorer {name} must return a sequence of floats: {error}") from error
+    if len(values) != count:
+        raise ValueError(f"scorer {name} returned {len(values)} scores for {count} completions")
+    if not np.isfinite(values).all():
+        raise ValueError(f"scorer {name} returned a non-finite score: {values.tolist()}")
+    return values
+
+
 def check_render_mode(render_mode: str | None, allowed: list[str]) -> None:
     if render_mode is not None and render_mode not in allowed:
         raise ValueError(f"render_mode must be one of {allowed} or None, got {render_mode!r}")
@@ -191,16 +208,7 @@ class TextMDP:
         """Run the scorer and insist on one finite float per completion."""
         if self.scorer is None:
             return np.zeros(len(completions))
-        name = getattr(self.scorer, "__name__", type(self.scorer).__name__)
-        try:
-            values = np.asarray(self.scorer(prompts, completions), dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"scorer {name} must return a sequence of floats: {error}") from error
-        if len(values) != len(completions):
-            raise ValueError(f"scorer {name} returned {len(values)} scores for {len(completions)} completions")
-        if not np.isfinite(values).all():
-            raise ValueError(f"scorer {name} returned a non-finite score: {values.tolist()}")
-        return values
+        return validated_scores(scorer_name(self.scorer), self.scorer(prompts, completions), len(completions))
 
     def finish(self, prompts: list[str], completion_ids: list[np.ndarray]) -> dict[str, list]:
         """End-of-episode info columns (decoded once here, never per step), scored in one batch.

@@ -17,7 +17,13 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 TINY = "tiny"
 ACCEPTED = '"tiny" (the embedded model), a local directory saved with save_pretrained, or an HF hub id'
@@ -71,6 +77,15 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) ->
     return tokenizer
 
 
+def _load_model(
+    auto_class, what: str, name_or_path: str | Path, device, dtype, trust_remote_code: bool
+) -> PreTrainedModel:
+    model = _from_pretrained(
+        auto_class.from_pretrained, name_or_path, what, dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    return model.to(device or default_device()).eval()
+
+
 def load_causal_lm(
     name_or_path: str | Path,
     device: str | torch.device | None = None,
@@ -78,11 +93,16 @@ def load_causal_lm(
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """Load a causal LM in eval mode on ``device`` (default: CUDA when present, else CPU)."""
-    model = _from_pretrained(
-        AutoModelForCausalLM.from_pretrained,
-        name_or_path,
-        "causal LM",
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
+    return _load_model(AutoModelForCausalLM, "causal LM", name_or_path, device, dtype, trust_remote_code)
+
+
+def load_sequence_classifier(
+    name_or_path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load a sequence-classification model (a reward model or a classifier) in eval mode."""
+    return _load_model(
+        AutoModelForSequenceClassification, "sequence classifier", name_or_path, device, dtype, trust_remote_code
     )
-    return model.to(device or default_device()).eval()

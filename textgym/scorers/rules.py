@@ -1,0 +1,109 @@
+"""Rule-based scorers: keyword coverage, exact and numeric answers, length.
+
+Example:
+    >>> from textgym.scorers import KeywordCoverage, NumericMatch
+    >>> KeywordCoverage()(["Words: dog, throw, ball."], ["The boy throws the balls."], [["dog", "throw", "ball"]])
+    array([0.66666667])
+    >>> NumericMatch()(["17 + 25 ="] * 2, [" 42", " 41 or 42"], ["42", "42"])
+    array([1., 0.])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from nltk.stem.porter import PorterStemmer
+
+from textgym.scorers.base import SequenceScorer
+
+WORD = re.compile(r"[A-Za-z]+")
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+class KeywordCoverage(SequenceScorer):
+    """The share in [0, 1] of required words that the completion uses.
+
+    Matching is on Porter stems, so regular inflections count ("throws", "throwing" match
+    "throw"); irregular ones ("threw") do not. The required words are ``keywords`` for every
+    completion, or, if ``keywords`` is None, each completion's references (a list of words).
+    """
+
+    name = "keywords"
+
+    def __init__(self, keywords: Sequence[str] | None = None):
+        self.stemmer = PorterStemmer()
+        self.keywords = None if keywords is None else self._stems(" ".join(keywords))
+        if self.keywords is not None and not self.keywords:
+            raise ValueError(f"keywords must hold at least one word, got {keywords!r}")
+        self.needs_references = keywords is None
+
+    def _stems(self, text: str) -> set[str]:
+        return {self.stemmer.stem(word.lower()) for word in WORD.findall(text)}
+
+    def score(self, prompts, completions, references):
+        required = [self.keywords] * len(completions) if references is None else [
+            self._stems(" ".join(refs)) for refs in references
+        ]
+        return [len(words & self._stems(c)) / max(len(words), 1) for c, words in zip(completions, required)]
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, single spaces, no surrounding whitespace or final punctuation."""
+    return " ".join(text.lower().split()).rstrip(".!?,;:").strip()
+
+
+class ExactMatch(SequenceScorer):
+    """1 if the normalized completion equals a normalized reference, else 0."""
+
+    name = "exact_match"
+    needs_references = True
+
+    def score(self, prompts, completions, references):
+        return [
+            float(normalize_answer(c) in {normalize_answer(r) for r in refs})
+            for c, refs in zip(completions, references)
+        ]
+
+
+class NumericMatch(SequenceScorer):
+    """1 if the completion's first number equals a reference number, else 0."""
+
+    name = "numeric_match"
+    needs_references = True
+
+    def score(self, prompts, completions, references):
+        scores = []
+        for completion, refs in zip(completions, references):
+            found = NUMBER.search(completion)
+            answers = [self._number(r) for r in refs]
+            scores.append(float(found is not None and float(found.group()) in answers))
+        return scores
+
+    def _number(self, reference: str) -> float:
+        try:
+            return float(reference)
+        except ValueError:
+            raise ValueError(f"scorer {self.name}: reference {reference!r} is not a number") from None
+
+
+class Length(SequenceScorer):
+    """The completion's length in [0, inf): ``"words"``, ``"chars"`` or ``"tokens"`` (needs a tokenizer)."""
+
+    name = "length"
+    high = float("inf")
+    units = ("words", "chars", "tokens")
+
+    def __init__(self, unit: str = "words", tokenizer=None):
+        if unit not in self.units:
+            raise ValueError(f"unit must be one of {list(self.units)}, got {unit!r}")
+        if unit == "tokens" and tokenizer is None:
+            raise ValueError("unit='tokens' needs a tokenizer")
+        self.unit, self.tokenizer = unit, tokenizer
+
+    def score(self, prompts, completions, references):
+        if self.unit == "words":
+            return [len(c.split()) for c in completions]
+        if self.unit == "chars":
+            return [len(c) for c in completions]
+        return [len(ids) for ids in self.tokenizer(completions, add_special_tokens=False)["input_ids"]]
