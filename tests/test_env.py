@@ -330,6 +330,36 @@ def test_bad_scorer_output_names_the_scorer(tokenizer, scorer, match):
         env.step(5)
 
 
+# --- references ---------------------------------------------------------------------------------
+
+def test_references_reach_the_scorer_and_the_reset_info(tokenizer):
+    from textgym.scorers import rouge
+
+    env = make_env(tokenizer, references=["a good movie", ["forty two", "42"]], scorer=rouge("rouge1"),
+                   max_new_tokens=2)
+    _, info = env.reset(options={"prompt": "12 + 30 =", "references": ["42"]})
+    assert info["references"] == ["42"]
+    for token in tokenizer(" 42")["input_ids"][:2]:
+        *_, info = env.step(token)
+    assert info["completion"] == " 4" and info["score"] == 0.0  # "4" is not "42"
+    prompts = {env.reset(seed=s)[1]["prompt"]: env.reset(seed=s)[1]["references"] for s in range(20)}
+    assert prompts == {"Film review: I watched this movie last night.": "a good movie", "12 + 30 =": ["forty two", "42"]}
+
+
+def test_bad_references(tokenizer):
+    from textgym.scorers import rouge
+
+    with pytest.raises(ValueError, match="got 1 references for 2 prompts"):
+        make_env(tokenizer, references=["only one"])
+    with pytest.raises(ValueError, match="scorer rougeL compares against references; pass references"):
+        make_env(tokenizer, scorer=rouge())
+    env = make_env(tokenizer, references=["a", "b"])
+    with pytest.raises(ValueError, match="have references; pass options=\\{'prompt': ..., 'references': ...\\}"):
+        env.reset(options={"prompt": "x"})
+    with pytest.raises(ValueError, match="'references' without the 'prompt'"):
+        env.reset(options={"references": ["a"]})
+
+
 # --- prompt sources -----------------------------------------------------------------------------
 
 PROMPTS = ["Film review: I watched this movie.", "7 + 8 ="]

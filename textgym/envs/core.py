@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from gymnasium import spaces
@@ -68,6 +68,8 @@ class TextGenerationConfig:
         stop_on_eos: whether choosing EOS terminates the episode.
         disallowed_token_ids: token ids that ``action_masks()`` marks invalid (pad always is,
             unless pad is EOS).
+        references: optional, one per prompt (a string or a list of strings): what
+            reference-based scorers compare against. Episodes carry them in their reset info.
     """
 
     tokenizer: str | PreTrainedTokenizerBase = "tiny"
@@ -77,6 +79,7 @@ class TextGenerationConfig:
     max_new_tokens: int = 48
     stop_on_eos: bool = True
     disallowed_token_ids: Sequence[int] = ()
+    references: Sequence[str | Sequence[str]] | None = None
 
     @classmethod
     def from_kwargs(cls, owner: str, kwargs: dict[str, Any]) -> TextGenerationConfig:
@@ -86,6 +89,13 @@ class TextGenerationConfig:
         if unknown:
             raise TypeError(f"{owner} got unknown arguments {unknown}; valid arguments are {names}")
         return cls(**kwargs)
+
+
+class Prompt(NamedTuple):
+    text: str
+    ids: np.ndarray
+    truncated: bool
+    references: Any  # a string, a list of strings, or None
 
 
 class TextMDP:
@@ -109,6 +119,12 @@ class TextMDP:
         self.decode = CompletionDecoder(self.tokenizer)
 
         self.prompts = load_prompts(config.prompts)
+        self.references = None if config.references is None else list(config.references)
+        if self.references is not None and len(self.references) != len(self.prompts):
+            raise ValueError(f"got {len(self.references)} references for {len(self.prompts)} prompts; "
+                             "expected one (a string or a list of strings) per prompt")
+        if getattr(scorer, "needs_references", False) and self.references is None:
+            raise ValueError(f"scorer {scorer_name(scorer)} compares against references; pass references=[...]")
         encoded = [self.encode(p) for p in self.prompts]
         self.prompt_ids = [ids for ids, _ in encoded]
         self.prompt_truncated = [cut for _, cut in encoded]
@@ -154,16 +170,28 @@ class TextMDP:
         out[:] = self.pad_row
         out[-len(prompt_ids) :] = prompt_ids
 
-    def sample_prompt(self, rng: np.random.Generator, options: dict[str, Any] | None) -> tuple[str, np.ndarray, bool]:
-        """The episode's prompt: ``options["prompt"]`` if given, else drawn uniformly with ``rng``."""
+    def sample_prompt(self, rng: np.random.Generator, options: dict[str, Any] | None) -> Prompt:
+        """The episode's prompt: ``options["prompt"]`` (and ``"references"``) if given, else drawn
+        uniformly with ``rng``."""
         if not options:
-            index = int(rng.integers(len(self.prompts)))
-            return self.prompts[index], self.prompt_ids[index], self.prompt_truncated[index]
-        unknown = set(options) - {"prompt"}
+            i = int(rng.integers(len(self.prompts)))
+            references = None if self.references is None else self.references[i]
+            return Prompt(self.prompts[i], self.prompt_ids[i], self.prompt_truncated[i], references)
+        unknown = set(options) - {"prompt", "references"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; expected only 'prompt'")
+            raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'prompt' and 'references'")
+        if "prompt" not in options:
+            raise ValueError("reset options give 'references' without the 'prompt' they belong to")
+        if self.references is not None and "references" not in options:
+            raise ValueError("this env's prompts have references; pass options={'prompt': ..., 'references': ...}")
         ids, truncated = self.encode(options["prompt"])
-        return options["prompt"], ids, truncated
+        return Prompt(options["prompt"], ids, truncated, options.get("references"))
+
+    def reset_info(self, prompt: Prompt) -> dict[str, Any]:
+        info = {"prompt": prompt.text, "prompt_truncated": prompt.truncated}
+        if prompt.references is not None:
+            info["references"] = prompt.references
+        return info
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -204,13 +232,18 @@ class TextMDP:
 
     # --- episode end ----------------------------------------------------------------------------
 
-    def scores(self, prompts: list[str], completions: list[str]) -> np.ndarray:
-        """Run the scorer and insist on one finite float per completion."""
+    def scores(self, prompts: list[str], completions: list[str], references: list | None = None) -> np.ndarray:
+        """Run the scorer (with references, if it takes them) and insist on one finite float each."""
         if self.scorer is None:
             return np.zeros(len(completions))
-        return validated_scores(scorer_name(self.scorer), self.scorer(prompts, completions), len(completions))
+        if getattr(self.scorer, "needs_references", False):
+            values = self.scorer(prompts, completions, references)
+        else:
+            values = self.scorer(prompts, completions)
+        return validated_scores(scorer_name(self.scorer), values, len(completions))
 
-    def finish(self, prompts: list[str], completion_ids: list[np.ndarray]) -> dict[str, list]:
+    def finish(self, prompts: list[str], completion_ids: list[np.ndarray], references: list | None = None
+               ) -> dict[str, list]:
         """End-of-episode info columns (decoded once here, never per step), scored in one batch.
 
         ``completion_ids`` become lists, not arrays: completions differ in length, and Gymnasium's
@@ -221,7 +254,7 @@ class TextMDP:
             "prompt": prompts,
             "completion": completions,
             "completion_ids": [ids.tolist() for ids in completion_ids],
-            "score": self.scores(prompts, completions).tolist(),
+            "score": self.scores(prompts, completions, references).tolist(),
         }
 
     def render_text(self, prompt: str, generated: np.ndarray) -> str:

@@ -52,16 +52,18 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self.render_mode = render_mode
         self._ids = np.zeros(self.mdp.length, np.int64)
         self._prompt = ""
+        self._references = None
         self._prompt_len = 0
         self._steps = 0
         self._state = "unreset"  # "unreset" -> "running" -> "done" -> (reset) "running"
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict]:
         super().reset(seed=seed)
-        self._prompt, prompt_ids, truncated = self.mdp.sample_prompt(self.np_random, options)
-        self.mdp.prompt_row(prompt_ids, self._ids)
-        self._prompt_len, self._steps, self._state = len(prompt_ids), 0, "running"
-        return self._observation(), {"prompt": self._prompt, "prompt_truncated": truncated}
+        prompt = self.mdp.sample_prompt(self.np_random, options)
+        self.mdp.prompt_row(prompt.ids, self._ids)
+        self._prompt, self._references = prompt.text, prompt.references
+        self._prompt_len, self._steps, self._state = len(prompt.ids), 0, "running"
+        return self._observation(), self.mdp.reset_info(prompt)
 
     def step(self, action: int) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
         if self._state != "running":
@@ -80,7 +82,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         if not (terminated or truncated):
             return observation, 0.0, False, False, {}
         self._state = "done"
-        info = {key: column[0] for key, column in self.mdp.finish([self._prompt], [self._completion_ids()]).items()}
+        ends = self.mdp.finish([self._prompt], [self._completion_ids()], [self._references])
+        info = {key: column[0] for key, column in ends.items()}
         if self.render_mode == "human":
             self.render()
         return observation, info["score"], terminated, truncated, info

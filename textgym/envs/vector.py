@@ -81,6 +81,7 @@ class TextGenerationVectorEnv(VectorEnv):
         self._lengths = np.zeros(n, np.int64)  # real tokens in each row: prompt + generated
         self._limits = np.zeros(n, np.int64)  # the length at which each episode is truncated
         self._prompts = [""] * n
+        self._references: list = [None] * n
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._pending = np.zeros(0, np.int64)  # NEXT_STEP: envs that ended and reset on the next step
         self._needs_reset = np.ones(n, bool)  # never reset, or ended under DISABLED
@@ -124,15 +125,14 @@ class TextGenerationVectorEnv(VectorEnv):
     def _reset_envs(self, indices: np.ndarray, options: dict[str, Any] | None) -> dict[str, list]:
         """Start new episodes in ``indices``; returns their reset-info columns."""
         window = self._window()
-        prompts, truncated = [], []
+        infos = []
         for i in indices:
-            prompt, prompt_ids, cut = self.mdp.sample_prompt(self._rngs[i], options)
-            self.mdp.prompt_row(prompt_ids, window[i])
-            self._prompts[i], self._lengths[i] = prompt, len(prompt_ids)
-            prompts.append(prompt)
-            truncated.append(cut)
+            prompt = self.mdp.sample_prompt(self._rngs[i], options)
+            self.mdp.prompt_row(prompt.ids, window[i])
+            self._prompts[i], self._references[i], self._lengths[i] = prompt.text, prompt.references, len(prompt.ids)
+            infos.append(self.mdp.reset_info(prompt))
         self._limits[indices] = self._lengths[indices] + self.mdp.max_new_tokens
-        return {"prompt": prompts, "prompt_truncated": truncated}
+        return {key: [info[key] for info in infos] for key in infos[0]}
 
     # --- step -------------------------------------------------------------------------------------
 
@@ -170,7 +170,8 @@ class TextGenerationVectorEnv(VectorEnv):
 
     def _end_episodes(self, done: np.ndarray, rewards: np.ndarray, infos: dict, mode: AutoresetMode) -> dict:
         """Decode and score the finished episodes in one batch, then autoreset as ``mode`` says."""
-        ends = self.mdp.finish([self._prompts[i] for i in done], [self._completion_ids(i) for i in done])
+        ends = self.mdp.finish([self._prompts[i] for i in done], [self._completion_ids(i) for i in done],
+                               [self._references[i] for i in done])
         rewards[done] = ends["score"]
         if self.render_mode == "human":
             print("\n".join(f"[{i}] {p}{c}" for i, p, c in zip(done, ends["prompt"], ends["completion"])))
