@@ -12,22 +12,28 @@ def length_scorer(prompts, completions):
     return [len(c) / 10 for c in completions]
 
 
-def assert_tree_equal(a: Any, b: Any, where: str = "") -> None:
-    """Deep equality over dicts, numpy arrays (object arrays too), lists and scalars."""
+def assert_tree_equal(a: Any, b: Any, where: str = "", atol: float = 0.0) -> None:
+    """Deep equality over dicts, numpy arrays (object arrays too), lists and scalars; float
+    arrays and floats within ``atol`` when it is given."""
     if isinstance(a, dict):
         assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys {sorted(a)} != {sorted(b)}"
         for key in a:
-            assert_tree_equal(a[key], b[key], f"{where}.{key}")
+            assert_tree_equal(a[key], b[key], f"{where}.{key}", atol)
     elif isinstance(a, (list, tuple)):
         assert type(a) is type(b) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
         for i, (x, y) in enumerate(zip(a, b)):
-            assert_tree_equal(x, y, f"{where}[{i}]")
+            assert_tree_equal(x, y, f"{where}[{i}]", atol)
     elif isinstance(a, np.ndarray) and a.dtype == object:
         assert isinstance(b, np.ndarray) and a.shape == b.shape, f"{where}: {a!r} != {b!r}"
         for i, (x, y) in enumerate(zip(a, b)):
-            assert_tree_equal(x, y, f"{where}[{i}]")
+            assert_tree_equal(x, y, f"{where}[{i}]", atol)
     elif isinstance(a, np.ndarray):
         assert isinstance(b, np.ndarray) and a.dtype == b.dtype, f"{where}: {a!r} != {b!r}"
-        np.testing.assert_array_equal(a, b, err_msg=where)
+        if atol and a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=where)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, float) and atol:
+        assert abs(a - b) <= atol, f"{where}: {a!r} != {b!r}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"

@@ -33,19 +33,19 @@ class KeywordCoverage(SequenceScorer):
 
     def __init__(self, keywords: Sequence[str] | None = None):
         self.stemmer = PorterStemmer()
-        self.keywords = None if keywords is None else self._stems(" ".join(keywords))
+        self.keywords = None if keywords is None else self.stems(" ".join(keywords))
         if self.keywords is not None and not self.keywords:
             raise ValueError(f"keywords must hold at least one word, got {keywords!r}")
         self.needs_references = keywords is None
 
-    def _stems(self, text: str) -> set[str]:
+    def stems(self, text: str) -> set[str]:
         return {self.stemmer.stem(word.lower()) for word in WORD.findall(text)}
 
     def score(self, prompts, completions, references):
         required = [self.keywords] * len(completions) if references is None else [
-            self._stems(" ".join(refs)) for refs in references
+            self.stems(" ".join(refs)) for refs in references
         ]
-        return [len(words & self._stems(c)) / max(len(words), 1) for c, words in zip(completions, required)]
+        return [len(words & self.stems(c)) / max(len(words), 1) for c, words in zip(completions, required)]
 
 
 def normalize_answer(text: str) -> str:
