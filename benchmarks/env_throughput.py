@@ -19,13 +19,8 @@ Goals: single env >= 0.5x the minimal env; vector env at N=64 >= 10x the single 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -33,10 +28,10 @@ import numpy as np
 import torch
 
 import textgym  # noqa: F401  (registers the envs)
+from common import RESULTS, Contender, machine, measure, single_runner, vector_runner, write_json
 from textgym.models import load_causal_lm
 
 ENV_ID = "textgym/TextGeneration-v0"
-RESULTS = Path(__file__).parent / "results" / "env_throughput.json"
 
 
 class MinimalAppendEnv:
@@ -63,56 +58,6 @@ class MinimalAppendEnv:
         self.steps += 1
         obs = {"input_ids": self.ids.copy(), "attention_mask": self.mask.copy()}
         return obs, 0.0, False, self.steps >= self.max_new_tokens, {}
-
-
-@dataclass
-class Contender:
-    name: str
-    num_envs: int
-    run: Callable[[float], tuple[int, float]]  # (seconds) -> (tokens appended, elapsed)
-
-
-def single_runner(env, actions: np.ndarray) -> Callable[[float], tuple[int, float]]:
-    env.reset(seed=0)
-    state = {"i": 0}
-
-    def run(seconds: float) -> tuple[int, float]:
-        step, reset, i, tokens = env.step, env.reset, state["i"], 0
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            for _ in range(1000):
-                _, _, terminated, truncated, _ = step(actions[i])
-                i = (i + 1) % len(actions)
-                if terminated or truncated:
-                    reset()
-            tokens += 1000
-        state["i"] = i
-        return tokens, time.perf_counter() - start
-
-    return run
-
-
-def vector_runner(envs, actions: np.ndarray) -> Callable[[float], tuple[int, float]]:
-    """Counts appended tokens only: under next-step autoreset, a step that resets an env appends
-    nothing to it, and counting it would flatter the vector env."""
-    envs.reset(seed=0)
-    n = envs.num_envs
-    batches = actions[: (len(actions) // n) * n].reshape(-1, n)
-    state = {"i": 0, "resetting": 0}
-
-    def run(seconds: float) -> tuple[int, float]:
-        step, i, resetting, tokens = envs.step, state["i"], state["resetting"], 0
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            for _ in range(50):
-                _, _, terminated, truncated, info = step(batches[i])
-                tokens += n - resetting
-                resetting = int(np.count_nonzero(terminated | truncated)) if info else 0
-                i = (i + 1) % len(batches)
-        state["i"], state["resetting"] = i, resetting
-        return tokens, time.perf_counter() - start
-
-    return run
 
 
 def lm_runner(num_envs: int, length: int) -> Callable[[float], tuple[int, float]]:
@@ -158,31 +103,12 @@ def contenders(sizes: list[int]) -> list[Contender]:
     return found
 
 
-def measure(found: list[Contender], rounds: int, seconds: float) -> dict[str, dict]:
-    rates: dict[str, list[float]] = {c.name: [] for c in found}
-    for c in found:  # warm-up: first calls pay for caches and lazy imports
-        c.run(0.05)
-    for _ in range(rounds):
-        for c in found:
-            tokens, elapsed = c.run(seconds)
-            rates[c.name].append(tokens / elapsed)
-    return {
-        c.name: {
-            "token_steps_per_s": statistics.median(rates[c.name]),
-            "us_per_token": 1e6 / statistics.median(rates[c.name]),
-            "num_envs": c.num_envs,
-            "rounds": rates[c.name],
-        }
-        for c in found
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="per contender per round")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64, 256])
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "env_throughput.json")
     args = parser.parse_args()
 
     results = measure(contenders(args.sizes), args.rounds, args.seconds)
@@ -206,22 +132,16 @@ def main() -> None:
         goal = f"  (goal >= {goals[name]})" if name in goals else ""
         print(f"{name:<34}{value:>16.2f}{goal}")
 
-    record = {
+    write_json(args.out, {
         "benchmark": "env_throughput",
         "env_id": ENV_ID,
         "settings": vars(args) | {"out": str(args.out)},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__, "torch": torch.__version__, "gymnasium": gym.__version__},
+        "machine": machine(),
         "results": results,
         "ratios": ratios,
         "goals": goals,
         "goals_met": {name: ratios[name] >= goal for name, goal in goals.items() if name in ratios},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(args.out)
-    print(f"wrote {args.out}")
+    })
 
 
 if __name__ == "__main__":

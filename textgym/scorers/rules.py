@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -32,14 +33,15 @@ class KeywordCoverage(SequenceScorer):
     name = "keywords"
 
     def __init__(self, keywords: Sequence[str] | None = None):
-        self.stemmer = PorterStemmer()
+        # Porter stemming is slow and completions reuse a small vocabulary: stem each word once.
+        self.stem = functools.lru_cache(maxsize=1 << 16)(PorterStemmer().stem)
         self.keywords = None if keywords is None else self.stems(" ".join(keywords))
         if self.keywords is not None and not self.keywords:
             raise ValueError(f"keywords must hold at least one word, got {keywords!r}")
         self.needs_references = keywords is None
 
     def stems(self, text: str) -> set[str]:
-        return {self.stemmer.stem(word.lower()) for word in WORD.findall(text)}
+        return {self.stem(word.lower()) for word in WORD.findall(text)}
 
     def score(self, prompts, completions, references):
         required = [self.keywords] * len(completions) if references is None else [

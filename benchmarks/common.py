@@ -1,0 +1,106 @@
+"""What the benchmarks share: contenders measured round-robin in one run, and JSON results.
+
+These machines are noisy, so contenders take turns, round after round, and each figure is the
+median over rounds; ratios are taken between figures of the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Contender:
+    name: str
+    num_envs: int
+    run: Callable[[float], tuple[int, float]]  # (seconds) -> (tokens appended, elapsed)
+
+
+def single_runner(env, actions: np.ndarray) -> Callable[[float], tuple[int, float]]:
+    env.reset(seed=0)
+    state = {"i": 0}
+
+    def run(seconds: float) -> tuple[int, float]:
+        step, reset, i, tokens = env.step, env.reset, state["i"], 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(1000):
+                _, _, terminated, truncated, _ = step(actions[i])
+                i = (i + 1) % len(actions)
+                if terminated or truncated:
+                    reset()
+            tokens += 1000
+        state["i"] = i
+        return tokens, time.perf_counter() - start
+
+    return run
+
+
+def vector_runner(envs, actions: np.ndarray) -> Callable[[float], tuple[int, float]]:
+    """Counts appended tokens only: under next-step autoreset, a step that resets an env appends
+    nothing to it, and counting it would flatter the vector env."""
+    envs.reset(seed=0)
+    n = envs.num_envs
+    batches = actions[: (len(actions) // n) * n].reshape(-1, n)
+    state = {"i": 0, "resetting": 0}
+
+    def run(seconds: float) -> tuple[int, float]:
+        step, i, resetting, tokens = envs.step, state["i"], state["resetting"], 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(50):
+                _, _, terminated, truncated, info = step(batches[i])
+                tokens += n - resetting
+                resetting = int(np.count_nonzero(terminated | truncated)) if info else 0
+                i = (i + 1) % len(batches)
+        state["i"], state["resetting"] = i, resetting
+        return tokens, time.perf_counter() - start
+
+    return run
+
+
+def measure(found: list[Contender], rounds: int, seconds: float) -> dict[str, dict]:
+    rates: dict[str, list[float]] = {c.name: [] for c in found}
+    for c in found:  # warm-up: first calls pay for caches and lazy imports
+        c.run(0.05)
+    for _ in range(rounds):
+        for c in found:
+            tokens, elapsed = c.run(seconds)
+            rates[c.name].append(tokens / elapsed)
+    return {
+        c.name: {
+            "token_steps_per_s": statistics.median(rates[c.name]),
+            "us_per_token": 1e6 / statistics.median(rates[c.name]),
+            "num_envs": c.num_envs,
+            "rounds": rates[c.name],
+        }
+        for c in found
+    }
+
+
+def machine() -> dict[str, object]:
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "torch": torch.__version__, "gymnasium": gym.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Write atomically: a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}")

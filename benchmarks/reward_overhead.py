@@ -1,0 +1,82 @@
+"""Reward overhead: what each per-token reward component costs, in µs per token, at N = 64.
+
+Every contender is the vector env with one component (or none, the bare env), measured side by
+side in one run, round-robin; the overhead of a component is its µs/token minus the bare env's.
+Prints a table and writes JSON.
+
+    python benchmarks/reward_overhead.py [--rounds 5] [--seconds 0.5] [--num-envs 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from common import RESULTS, Contender, machine, measure, vector_runner, write_json
+from textgym.data import prompt_file
+from textgym.envs import TextGenerationVectorEnv, load_prompts
+from textgym.models import load_causal_lm
+from textgym.scorers import VaderSentiment, rouge
+from textgym.wrappers import (
+    KeywordHit,
+    LengthPenalty,
+    MissingEOSPenalty,
+    PotentialShaping,
+    ReferenceLogProb,
+    RepetitionPenalty,
+    TargetLength,
+    TokenReward,
+    VectorTokenRewardWrapper,
+)
+
+COMPONENTS: dict[str, Callable[[], TokenReward | None]] = {
+    "bare vector env": lambda: None,
+    "LengthPenalty": lambda: LengthPenalty(0.01),
+    "TargetLength(24)": lambda: TargetLength(24),
+    "MissingEOSPenalty": lambda: MissingEOSPenalty(),
+    "RepetitionPenalty(n=3)": lambda: RepetitionPenalty(3),
+    "KeywordHit (3 words)": lambda: KeywordHit(),
+    "PotentialShaping(VADER)": lambda: PotentialShaping(VaderSentiment()),
+    "PotentialShaping(ROUGE-L)": lambda: PotentialShaping(rouge("rougeL")),
+    "ReferenceLogProb(tiny)": lambda: ReferenceLogProb(load_causal_lm("tiny", device="cpu"), beta=0.05),
+}
+
+
+def make_envs(num_envs: int, component: TokenReward | None):
+    prompts = load_prompts(prompt_file("text_generation"))
+    references = [["dog", "ball", "park"]] * len(prompts)  # words for KeywordHit, a reference for ROUGE
+    envs = TextGenerationVectorEnv(num_envs, prompts=prompts, references=references)
+    return envs if component is None else VectorTokenRewardWrapper(envs, component)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.5, help="per contender per round")
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=RESULTS / "reward_overhead.json")
+    args = parser.parse_args()
+
+    found = []
+    for name, make in COMPONENTS.items():
+        envs = make_envs(args.num_envs, make())
+        valid = np.flatnonzero(envs.unwrapped.action_masks()[0])
+        actions = np.random.default_rng(0).choice(valid, size=1 << 16)
+        found.append(Contender(name, args.num_envs, vector_runner(envs, actions)))
+    results = measure(found, args.rounds, args.seconds)
+    bare = results["bare vector env"]["us_per_token"]
+    for r in results.values():
+        r["overhead_us_per_token"] = r["us_per_token"] - bare
+
+    print(f"{'N=' + str(args.num_envs):<28}{'µs/token':>10}{'overhead':>10}")
+    for name, r in results.items():
+        print(f"{name:<28}{r['us_per_token']:>10.2f}{r['overhead_us_per_token']:>10.2f}")
+    write_json(args.out, {"benchmark": "reward_overhead", "settings": vars(args) | {"out": str(args.out)},
+                          "machine": machine(), "results": results})
+
+
+if __name__ == "__main__":
+    main()
