@@ -19,12 +19,15 @@ from textgym.data import prompt_file
 __version__ = "0.1.0"
 
 
+# The scored tasks of textgym.tasks; entry points are strings, so nothing loads before make().
+TASK_NAMES = ("Sentiment", "Keywords", "Summarize", "Arithmetic")
+
+
 def _register() -> None:
-    env_id = "textgym/TextGeneration-v0"
-    if env_id in gym.registry:  # importlib.reload must not warn about re-registration
+    if "textgym/TextGeneration-v0" in gym.registry:  # importlib.reload must not warn about re-registration
         return
     gym.register(
-        id=env_id,
+        id="textgym/TextGeneration-v0",
         entry_point="textgym.envs:TextGenerationEnv",
         vector_entry_point="textgym.envs:TextGenerationVectorEnv",
         kwargs={
@@ -34,6 +37,13 @@ def _register() -> None:
             "max_new_tokens": 48,
         },
     )
+    for name in TASK_NAMES:
+        gym.register(
+            id=f"textgym/{name}-v0",
+            entry_point="textgym.tasks:make_task_env",
+            vector_entry_point="textgym.tasks:make_task_vector_env",
+            kwargs={"task": name},
+        )
 
 
 _register()

@@ -10,6 +10,8 @@
 | ``ClassifierScore(model, label)`` | [0, 1] | no | any HF sequence classifier |
 | ``KeywordCoverage(keywords=None)`` | [0, 1] | the words, if no ``keywords`` | nltk's Porter stemmer |
 | ``ExactMatch()``, ``NumericMatch()`` | {0, 1} | yes | |
+| ``AnswerDigits()`` | [0, 1], the answer's correct leading share | yes | |
+| ``Repetition(n)`` | [0, 1], share of repeated word n-grams | no | |
 | ``Length(unit)`` | [0, inf) | no | |
 | ``weighted({name: (scorer, weight)})`` | Σ λ_i R_i | if any part needs them | |
 """
@@ -18,11 +20,11 @@ from textgym.scorers.base import SequenceScorer
 from textgym.scorers.combine import WeightedScorer, weighted
 from textgym.scorers.learned import ClassifierScore, SemanticSimilarity
 from textgym.scorers.overlap import Rouge, SacreBleuScore, bleu, chrf, rouge, ter
-from textgym.scorers.rules import ExactMatch, KeywordCoverage, Length, NumericMatch
+from textgym.scorers.rules import AnswerDigits, ExactMatch, KeywordCoverage, Length, NumericMatch, Repetition
 from textgym.scorers.sentiment import VaderSentiment
 
 __all__ = [
-    "ClassifierScore", "ExactMatch", "KeywordCoverage", "Length", "NumericMatch", "Rouge", "SacreBleuScore",
+    "AnswerDigits", "ClassifierScore", "ExactMatch", "KeywordCoverage", "Length", "NumericMatch", "Repetition", "Rouge", "SacreBleuScore",
     "SemanticSimilarity", "SequenceScorer", "VaderSentiment", "WeightedScorer", "bleu", "chrf", "rouge", "ter",
     "weighted",
 ]

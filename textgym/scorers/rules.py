@@ -6,11 +6,14 @@ Example:
     array([0.66666667])
     >>> NumericMatch()(["17 + 25 ="] * 2, [" 42", " 41 or 42"], ["42", "42"])
     array([1., 0.])
+    >>> AnswerDigits()(["17 + 25 ="] * 3, [" 4", " 43", " 42"], ["42"] * 3)
+    array([0.5, 0.5, 1. ])
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Sequence
 
@@ -109,3 +112,41 @@ class Length(SequenceScorer):
         if self.unit == "chars":
             return [len(c) for c in completions]
         return [len(ids) for ids in self.tokenizer(completions, add_special_tokens=False)["input_ids"]]
+
+
+class Repetition(SequenceScorer):
+    """The share in [0, 1] of the completion's word n-grams that repeat an earlier one."""
+
+    name = "repetition"
+
+    def __init__(self, n: int = 2):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        self.n = n
+
+    def score(self, prompts, completions, references):
+        scores = []
+        for completion in completions:
+            words = WORD.findall(completion.lower())
+            grams = [tuple(words[i : i + self.n]) for i in range(len(words) - self.n + 1)]
+            scores.append(1 - len(set(grams)) / len(grams) if grams else 0.0)
+        return scores
+
+
+class AnswerDigits(SequenceScorer):
+    """The share in [0, 1] of the reference answer spelled correctly so far, from the left.
+
+    The completion's leading number (after spaces) is compared with the answer character by
+    character: for the answer 42, " 4" scores 0.5 and " 42" or " 421" score 1. It is a potential
+    for partial answers: unlike ``NumericMatch`` it rewards progress, digit by digit.
+    """
+
+    name = "answer_digits"
+    needs_references = True
+
+    def score(self, prompts, completions, references):
+        scores = []
+        for completion, refs in zip(completions, references):
+            written = re.match(r"\s*(-?\d*)", completion).group(1)
+            scores.append(max(len(os.path.commonprefix([written, r.strip()])) / len(r.strip()) for r in refs))
+        return scores

@@ -20,8 +20,6 @@ from textgym.wrappers.base import Episodes, TokenReward, Transition
 
 
 def _bind(env, components: tuple[TokenReward, ...], num_slots: int) -> tuple[TokenReward, ...]:
-    if not components:
-        raise ValueError("give at least one TokenReward component")
     bad = [c for c in components if not isinstance(c, TokenReward)]
     if bad:
         raise TypeError(f"components must be TokenReward instances, got {bad!r}")

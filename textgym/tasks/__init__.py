@@ -1,0 +1,109 @@
+"""The registered tasks: prompt data + a score + defaults, in sparse or immediate reward mode.
+
+``reward_mode="sparse"`` gives the task score at the last token only. ``"immediate"`` adds
+``PotentialShaping`` of the task's potential (its score, unless it names another) and nothing
+else: since Φ(end) = 0, an episode's immediate return is its sparse return minus Φ(prompt, ""),
+whatever the actions, so the optimal policy is the same. Penalties are opt-in: wrap the env in
+``textgym.wrappers`` components.
+
+| id | the model must | score (range) | data |
+| --- | --- | --- | --- |
+| ``textgym/Sentiment-v0`` | continue a review positively | VADER, [0, 1] | 2,084 review openings |
+| ``textgym/Keywords-v0`` | write a scene that uses three given words | coverage − repeated bigrams, [−1, 1] | 6,831 word triples |
+| ``textgym/Summarize-v0`` | summarize a passage in one line | ROUGE-L F vs the reference, [0, 1] | 2,000 + 400 passages |
+| ``textgym/Arithmetic-v0`` | answer ``a + b =`` / ``a - b =`` | exact answer, {0, 1}; potential: answer digits right so far | 15,050 problems |
+
+Every task has ``split="train"`` (80%) and ``split="test"`` (20%, disjoint), generated from the
+corpus grammar with fixed seeds. Measured base scores of the embedded model and the scores of the
+references are in the README (``benchmarks/task_baselines.py``).
+
+Example:
+    >>> import gymnasium as gym, textgym
+    >>> env = gym.make("textgym/Arithmetic-v0", reward_mode="immediate", split="test")
+    >>> obs, info = env.reset(seed=0)
+    >>> info["prompt"], info["references"]
+    ('12 + 69 =', '81')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gymnasium.vector import AutoresetMode
+
+from textgym.envs import TextGenerationEnv, TextGenerationVectorEnv
+from textgym.envs.core import Scorer
+from textgym.scorers import AnswerDigits, KeywordCoverage, NumericMatch, Repetition, VaderSentiment, rouge, weighted
+from textgym.tasks import data
+from textgym.wrappers import PotentialShaping, TokenRewardWrapper, VectorTokenRewardWrapper
+
+REWARD_MODES = ("sparse", "immediate")
+OVERRIDABLE = ("tokenizer", "max_prompt_tokens", "max_new_tokens", "stop_on_eos", "disallowed_token_ids")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    summary: str  # one line, for listings
+    data: Callable[[str], data.Data]  # split -> (prompts, references)
+    scorer: Callable[[], Scorer]
+    potential: Callable[[], Scorer] | None = None  # None: shape with the scorer itself
+    max_prompt_tokens: int = 64
+    max_new_tokens: int = 48
+
+    @property
+    def env_id(self) -> str:
+        return f"textgym/{self.name}-v0"
+
+
+TASKS = {
+    task.name: task
+    for task in [
+        Task("Sentiment", "continue a review so that it is positive (VADER, [0, 1])",
+             data.sentiment, VaderSentiment, max_prompt_tokens=24, max_new_tokens=48),
+        Task("Keywords", "write a scene that uses three given words (coverage minus repetition, [-1, 1])",
+             data.keywords,
+             lambda: weighted({"coverage": (KeywordCoverage(), 1.0), "repetition": (Repetition(2), -1.0)}),
+             max_prompt_tokens=24, max_new_tokens=32),
+        Task("Summarize", "summarize a short passage in one line (ROUGE-L vs the reference, [0, 1])",
+             data.summarize, lambda: rouge("rougeL"), max_prompt_tokens=64, max_new_tokens=24),
+        Task("Arithmetic", "answer a + b = / a - b = problems (exact answer, {0, 1})",
+             data.arithmetic, NumericMatch, potential=AnswerDigits, max_prompt_tokens=8, max_new_tokens=6),
+    ]
+}
+
+
+def _task_setup(task: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list]:
+    """The env kwargs of ``task`` and the reward components of its reward mode."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
+    spec = TASKS[task]
+    valid = ["split", "reward_mode", *OVERRIDABLE]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"{spec.env_id} got unknown arguments {unknown}; valid arguments are {valid}")
+    split, reward_mode = kwargs.pop("split", "train"), kwargs.pop("reward_mode", "sparse")
+    if reward_mode not in REWARD_MODES:
+        raise ValueError(f"reward_mode must be one of {list(REWARD_MODES)}, got {reward_mode!r}")
+    prompts, references = spec.data(data.check_split(split))
+    scorer = spec.scorer()
+    config = {"prompts": prompts, "references": references, "scorer": scorer,
+              "max_prompt_tokens": spec.max_prompt_tokens, "max_new_tokens": spec.max_new_tokens, **kwargs}
+    potential = spec.potential() if spec.potential else scorer
+    return config, [PotentialShaping(potential)] if reward_mode == "immediate" else []
+
+
+def make_task_env(task: str, render_mode: str | None = None, **kwargs: Any) -> TokenRewardWrapper:
+    """The single env of ``task`` (the ``entry_point`` of its registered id)."""
+    config, components = _task_setup(task, kwargs)
+    return TokenRewardWrapper(TextGenerationEnv(render_mode=render_mode, **config), *components)
+
+
+def make_task_vector_env(num_envs: int, task: str, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+                         render_mode: str | None = None, **kwargs: Any) -> VectorTokenRewardWrapper:
+    """The vector env of ``task`` (the ``vector_entry_point`` of its registered id)."""
+    config, components = _task_setup(task, kwargs)
+    envs = TextGenerationVectorEnv(num_envs, autoreset_mode=autoreset_mode, render_mode=render_mode, **config)
+    return VectorTokenRewardWrapper(envs, *components)

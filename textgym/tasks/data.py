@@ -1,0 +1,93 @@
+"""Prompt sets of the registered tasks, generated from the corpus grammar with fixed seeds.
+
+Each builder returns ``(prompts, references)`` for a split. Where the grammar can be enumerated
+(review openings, keyword triples, sums), all items are listed, shuffled with a fixed seed and
+cut 80/20 into disjoint train and test sets; passages are drawn per split with their own seed,
+and test passages that also occur in train are dropped.
+
+Example:
+    >>> from textgym.tasks.data import arithmetic
+    >>> prompts, answers = arithmetic("test")
+    >>> prompts[0], answers[0]
+    ('68 - 48 =', '20')
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+
+from textgym.models.corpus import ACTIONS, PLACES, REVIEW_KINDS, WHEN, WHEN_PAST, passage
+
+SPLITS = ("train", "test")
+Data = tuple[list[str], list | None]
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    return split
+
+
+def _cut(items: list, split: str, seed: int, test_share: float = 0.2) -> list:
+    """The ``split`` part of ``items`` after a seeded shuffle: test first, train the rest."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    n_test = max(1, int(len(items) * test_share))
+    return items[:n_test] if check_split(split) == "test" else items[n_test:]
+
+
+@functools.lru_cache(maxsize=None)
+def sentiment(split: str) -> Data:
+    """Neutral review openings; the model must continue them positively."""
+    openings = sorted({
+        f"{kind} review: " + opener.format(thing=thing, when=when, when_past=when_past)
+        for kind, spec in REVIEW_KINDS.items()
+        for opener, thing, when, when_past in itertools.product(spec["openers"], spec["things"], WHEN, WHEN_PAST)
+    })
+    return _cut(openings, split, seed=11), None
+
+
+@functools.lru_cache(maxsize=None)
+def keywords(split: str) -> Data:
+    """Three concepts (an object, an action, a place; shown shuffled) that one scene must use."""
+    triples = sorted({  # as word sets: "clean the kitchen in the room" and the reverse are one task
+        tuple(sorted((obj, verb, place.split()[-1])))
+        for verb, (_, _, objects) in ACTIONS.items() for obj in objects for place in PLACES
+    })
+    chosen = _cut(triples, split, seed=12)
+    rng = random.Random(13)
+    prompts, references = [], []
+    for triple in chosen:
+        shown = rng.sample(triple, 3)
+        prompts.append(f"Words: {', '.join(shown)}. Scene:")
+        references.append(list(triple))
+    return prompts, references
+
+
+@functools.lru_cache(maxsize=None)
+def summarize(split: str) -> Data:
+    """Short passages; the reference is the corpus's one-line summary."""
+    def draw(seed: int, n: int) -> dict[str, str]:
+        rng, found = random.Random(seed), {}
+        while len(found) < n:
+            text = passage(rng)
+            prompt, summary = text.split(" Summary: ")
+            found[f"{prompt} Summary:"] = summary
+        return found
+
+    train = draw(21, 2000)
+    items = train if check_split(split) == "train" else {
+        p: s for p, s in draw(22, 400).items() if p not in train
+    }
+    return list(items), [[s] for s in items.values()]
+
+
+@functools.lru_cache(maxsize=None)
+def arithmetic(split: str) -> Data:
+    """Every ``a + b =`` and ``a - b =`` (a >= b) for a, b in 0..99; the reference is the answer."""
+    problems = [(f"{a} + {b} =", str(a + b)) for a in range(100) for b in range(100)]
+    problems += [(f"{a} - {b} =", str(a - b)) for a in range(100) for b in range(a + 1)]
+    chosen = _cut(problems, split, seed=14)
+    return [p for p, _ in chosen], [answer for _, answer in chosen]
