@@ -55,7 +55,8 @@ def test_registered_envs_follow_the_design_contract(env_id):
     env = gym.make(env_id)
     tokenizer = env.unwrapped.tokenizer
     vocab = len(tokenizer)
-    length = env.spec.kwargs["max_prompt_tokens"] + env.spec.kwargs["max_new_tokens"]
+    mdp = env.unwrapped.mdp
+    length = mdp.max_prompt_tokens + mdp.max_new_tokens
     assert env.action_space == gym.spaces.Discrete(vocab)
     assert env.observation_space == gym.spaces.Dict(
         {

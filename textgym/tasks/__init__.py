@@ -22,7 +22,7 @@ Example:
     >>> env = gym.make("textgym/Arithmetic-v0", reward_mode="immediate", split="test")
     >>> obs, info = env.reset(seed=0)
     >>> info["prompt"], info["references"]
-    ('12 + 69 =', '81')
+    ('80 - 66 =', '14')
 """
 
 from __future__ import annotations
