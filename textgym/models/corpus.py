@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 # --- reviews ------------------------------------------------------------------------------------
 
@@ -276,7 +277,14 @@ ENDINGS = ["{name} came home late in the evening.", "{name} was tired but happy.
            "Later {name} called a friend to tell the news.", "{name} went to bed early."]
 
 
-def passage(rng: random.Random) -> str:
+@dataclass(frozen=True)
+class Passage:
+    text: str  # "Passage: ... " up to, not including, " Summary:"
+    summary: str  # the corpus's one-line summary: who did what where
+    full_summary: str  # who did what where and when: more than the corpus ever writes
+
+
+def passage_parts(rng: random.Random) -> Passage:
     name, day = rng.choice(NAMES), rng.choice(DAYS)
     place, did = rng.choice(ERRANDS)
     middle = rng.sample([rng.choice(WEATHER), *rng.sample(DETAILS, 2)], rng.randint(1, 3))
@@ -285,7 +293,12 @@ def passage(rng: random.Random) -> str:
         [f"{name} went to the {place}{city} {day}.", *middle,
          f"At the {place}, {name} {did}.", rng.choice(ENDINGS).format(name=name)]
     )
-    return f"Passage: {story} Summary: {name} {did} at the {place}."
+    return Passage(f"Passage: {story}", f"{name} {did} at the {place}.", f"{name} {did} at the {place}{city} {day}.")
+
+
+def passage(rng: random.Random) -> str:
+    parts = passage_parts(rng)
+    return f"{parts.text} Summary: {parts.summary}"
 
 
 # --- arithmetic ---------------------------------------------------------------------------------

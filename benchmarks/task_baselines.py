@@ -1,0 +1,86 @@
+"""Task baselines: the embedded model's score on each task's test split, and a good policy's.
+
+The base score samples the tiny model at temperature 1 through the task's vector env (the first
+``--episodes`` finished episodes). "Gold" scores what a good policy writes: the reference
+summary, the right answer, a scene that uses the three words once, and a plainly positive review
+ending, for the same test prompts. Prints a table and writes JSON.
+
+    python benchmarks/task_baselines.py [--episodes 256] [--num-envs 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import textgym
+from common import RESULTS, machine, write_json
+from textgym.demo import sample_tokens
+from textgym.models import load_causal_lm
+from textgym.models.corpus import ACTIONS, PLACES
+from textgym.tasks import TASKS
+
+
+def gold_completion(task: str, prompt: str, references) -> str:
+    if task == "Sentiment":
+        return " The staff was wonderful and the food was excellent. I would recommend it to everyone."
+    if task == "Keywords":
+        words = set(references)
+        verb = next(v for v in ACTIONS if v in words)
+        place = next(p for p in PLACES if p.split()[-1] in words - {verb})
+        obj = next(iter(words - {verb, place.split()[-1]}))
+        return f" The boy {ACTIONS[verb][0]} the {obj} {place}."
+    return " " + (references[0] if isinstance(references, list) else references)
+
+
+def base_scores(env_id: str, model, episodes: int, num_envs: int, seed: int) -> list[float]:
+    envs = gym.make_vec(env_id, num_envs=num_envs, split="test")
+    generator = torch.Generator().manual_seed(seed)
+    obs, _ = envs.reset(seed=seed)
+    scores: list[float] = []
+    while len(scores) < episodes:
+        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, obs, 1.0, generator))
+        scores += [float(info["score"][i]) for i in np.flatnonzero(terminated | truncated)]
+    return scores[:episodes]
+
+
+def gold_scores(name: str, episodes: int) -> list[float]:
+    task = TASKS[name]
+    prompts, references = task.data("test")
+    prompts = prompts[:episodes]
+    refs = None if references is None else references[:episodes]
+    completions = [gold_completion(name, p, None if refs is None else refs[i]) for i, p in enumerate(prompts)]
+    scorer = task.scorer()
+    values = scorer(prompts, completions, refs) if getattr(scorer, "needs_references", False) else scorer(prompts, completions)
+    return list(map(float, values))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--episodes", type=int, default=256)
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS / "task_baselines.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    model = load_causal_lm("tiny")
+    results = {}
+    for name in textgym.TASK_NAMES:
+        base = base_scores(f"textgym/{name}-v0", model, args.episodes, args.num_envs, args.seed)
+        gold = gold_scores(name, args.episodes)
+        results[name] = {"base_mean": float(np.mean(base)), "base_std": float(np.std(base)),
+                         "gold_mean": float(np.mean(gold)), "episodes": len(base)}
+    print(f"{'task (test split)':<20}{'base mean ± std':>20}{'gold':>8}")
+    for name, r in results.items():
+        print(f"{name:<20}{r['base_mean']:>12.3f} ± {r['base_std']:.3f}{r['gold_mean']:>8.3f}")
+    write_json(args.out, {"benchmark": "task_baselines", "settings": vars(args) | {"out": str(args.out)},
+                          "machine": machine(), "results": results})
+
+
+if __name__ == "__main__":
+    main()
