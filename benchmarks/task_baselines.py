@@ -3,7 +3,7 @@
 The base score samples the tiny model at temperature 1 through the task's vector env (the first
 ``--episodes`` finished episodes). "Gold" scores what a good policy writes: the reference
 summary, the right answer, a scene that uses the three words once, and a plainly positive review
-ending, for the same test prompts. Prints a table and writes JSON.
+ending, a polite on-topic answer (Preference), for the same test prompts. Prints a table and writes JSON.
 
     python benchmarks/task_baselines.py [--episodes 256] [--num-envs 64]
 """
@@ -11,6 +11,7 @@ ending, for the same test prompts. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import random
 from pathlib import Path
 
 import gymnasium as gym
@@ -23,9 +24,12 @@ from textgym.demo import sample_tokens
 from textgym.models import load_causal_lm
 from textgym.models.corpus import ACTIONS, PLACES
 from textgym.tasks import TASKS
+from textgym.tasks.data import polite_answer
 
 
 def gold_completion(task: str, prompt: str, references) -> str:
+    if task == "Preference":
+        return polite_answer(random.Random(prompt), prompt.split(" review:")[0])
     if task == "Sentiment":
         return " The staff was wonderful and the food was excellent. I would recommend it to everyone."
     if task == "Keywords":

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 
 # The scored tasks of textgym.tasks; entry points are strings, so nothing loads before make().
-TASK_NAMES = ("Sentiment", "Keywords", "Summarize", "Arithmetic")
+TASK_NAMES = ("Sentiment", "Keywords", "Summarize", "Arithmetic", "Preference")
 
 
 def _register() -> None:

@@ -12,10 +12,11 @@ whatever the actions, so the optimal policy is the same. Penalties are opt-in: w
 | ``textgym/Keywords-v0`` | write a scene that uses three given words | coverage − repeated bigrams, [−1, 1] | 5,465 + 1,366 word sets | 0.23 | 1.00 |
 | ``textgym/Summarize-v0`` | summarize a passage: who, what, where, when | ROUGE-L F vs the reference, [0, 1] | 2,000 + 400 passages | 0.83 | 1.00 |
 | ``textgym/Arithmetic-v0`` | answer ``a + b =`` / ``a - b =`` | exact answer, {0, 1}; potential: answer digits right so far | 12,040 + 3,010 problems | 0.004 | 1.00 |
+| ``textgym/Preference-v0`` | answer as a learned reward model prefers | the shipped reward model's r, real | 1,668 + 416 review openings | 5.94 | 6.31 |
 
 "base" is the embedded model's mean test score (sampled at temperature 1), "gold" the score of a
 good completion (the reference, the answer, a scene with the three words, a positive review
-ending); ``benchmarks/task_baselines.py`` measures both.
+ending, a polite on-topic answer); ``benchmarks/task_baselines.py`` measures both.
 
 Every task has ``split="train"`` (80%) and ``split="test"`` (20%, disjoint), generated from the
 corpus grammar with fixed seeds.
@@ -38,6 +39,7 @@ from gymnasium.vector import AutoresetMode
 
 from textgym.envs import TextGenerationEnv, TextGenerationVectorEnv
 from textgym.envs.core import Scorer
+from textgym.rewards import PREFERENCE_MODEL, RewardModelScore
 from textgym.scorers import AnswerDigits, KeywordCoverage, NumericMatch, Repetition, VaderSentiment, rouge, weighted
 from textgym.tasks import data
 from textgym.wrappers import PotentialShaping, TokenRewardWrapper, VectorTokenRewardWrapper
@@ -74,6 +76,8 @@ TASKS = {
              data.summarize, lambda: rouge("rougeL"), max_prompt_tokens=64, max_new_tokens=24),
         Task("Arithmetic", "answer a + b = / a - b = problems (exact answer, {0, 1})",
              data.arithmetic, NumericMatch, potential=AnswerDigits, max_prompt_tokens=8, max_new_tokens=6),
+        Task("Preference", "answer a review prompt as a learned reward model prefers (reward, real-valued)",
+             data.preference, lambda: RewardModelScore(PREFERENCE_MODEL), max_prompt_tokens=24, max_new_tokens=32),
     ]
 }
 

@@ -18,7 +18,9 @@ import functools
 import itertools
 import random
 
-from textgym.models.corpus import ACTIONS, PLACES, REVIEW_KINDS, WHEN, WHEN_PAST, passage_parts
+from textgym.models.corpus import (
+    ACTIONS, ADJECTIVES, CLOSERS, PLACES, REVIEW_KINDS, WHEN, WHEN_PAST, passage_parts, scene,
+)
 
 SPLITS = ("train", "test")
 Data = tuple[list[str], list | None]
@@ -91,3 +93,51 @@ def arithmetic(split: str) -> Data:
     problems += [(f"{a} - {b} =", str(a - b)) for a in range(100) for b in range(a + 1)]
     chosen = _cut(problems, split, seed=14)
     return [p for p, _ in chosen], [answer for _, answer in chosen]
+
+
+# --- preferences ----------------------------------------------------------------------------------
+
+RUDE = ["Only an idiot would ask me that.", "Stop bothering me with this.", "Who cares, go away.",
+        "That is a stupid question and you know it.", "Do your own homework."]
+
+
+def polite_answer(rng: random.Random, kind: str) -> str:
+    """A polite, on-topic, complete review body for ``kind``."""
+    spec, polarity = REVIEW_KINDS[kind], rng.choice(["positive", "negative", "neutral"])
+    first, second = rng.sample(spec["aspects"], 2)
+    return (f" {first.capitalize()} was {rng.choice(ADJECTIVES[polarity])} and {second} was "
+            f"{rng.choice(ADJECTIVES[polarity])}. {rng.choice(CLOSERS[polarity])}")
+
+
+def _rejected(rng: random.Random, kind: str, chosen: str) -> str:
+    """A worse answer to the same prompt: off-topic, cut off, rude or repetitive."""
+    flaw = rng.choice(["off-topic", "cut off", "rude", "repetitive"])
+    if flaw == "off-topic":
+        other = rng.choice([k for k in REVIEW_KINDS if k != kind])
+        return rng.choice([polite_answer(rng, other), " " + scene(rng).split("Scene: ")[1]])
+    if flaw == "cut off":
+        words = chosen.split()
+        return " " + " ".join(words[: rng.randint(2, max(2, len(words) // 2))])
+    if flaw == "rude":
+        return f" {rng.choice(RUDE)}{chosen}" if rng.random() < 0.5 else f"{chosen} {rng.choice(RUDE)}"
+    sentence = chosen.split(". ")[0].strip()
+    return " " + " ".join([sentence.rstrip(".") + "."] * 3)
+
+
+@functools.lru_cache(maxsize=None)
+def preference_pairs(split: str) -> list[tuple[str, str, str]]:
+    """Seeded ``(prompt, chosen, rejected)`` triples: polite, on-topic, complete answers preferred."""
+    rng = random.Random({"train": 31, "test": 32}[check_split(split)])
+    prompts = sentiment(split)[0]  # disjoint review openings per split
+    pairs = []
+    for prompt in prompts * 2:
+        kind = prompt.split(" review:")[0]
+        chosen = polite_answer(rng, kind)
+        pairs.append((prompt, chosen, _rejected(rng, kind, chosen)))
+    return pairs
+
+
+@functools.lru_cache(maxsize=None)
+def preference(split: str) -> Data:
+    """Review openings whose answers a learned reward model judges (``textgym/Preference-v0``)."""
+    return sentiment(split)
