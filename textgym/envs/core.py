@@ -187,11 +187,12 @@ class TextMDP:
         ids, truncated = self.encode(options["prompt"])
         return Prompt(options["prompt"], ids, truncated, options.get("references"))
 
-    def reset_info(self, prompt: Prompt) -> dict[str, Any]:
-        info = {"prompt": prompt.text, "prompt_truncated": prompt.truncated}
-        if prompt.references is not None:
-            info["references"] = prompt.references
-        return info
+    def reset_columns(self, prompts: list[Prompt]) -> dict[str, list]:
+        """Reset-info columns of new episodes; ``"references"`` only when the prompts have them."""
+        columns = {"prompt": [p.text for p in prompts], "prompt_truncated": [p.truncated for p in prompts]}
+        if prompts[0].references is not None:  # one reset's prompts all come from one source
+            columns["references"] = [p.references for p in prompts]
+        return columns
 
     # --- actions --------------------------------------------------------------------------------
 

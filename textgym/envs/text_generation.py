@@ -63,7 +63,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self.mdp.prompt_row(prompt.ids, self._ids)
         self._prompt, self._references = prompt.text, prompt.references
         self._prompt_len, self._steps, self._state = len(prompt.ids), 0, "running"
-        return self._observation(), self.mdp.reset_info(prompt)
+        return self._observation(), {key: column[0] for key, column in self.mdp.reset_columns([prompt]).items()}
 
     def step(self, action: int) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
         if self._state != "running":

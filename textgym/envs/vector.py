@@ -125,14 +125,12 @@ class TextGenerationVectorEnv(VectorEnv):
     def _reset_envs(self, indices: np.ndarray, options: dict[str, Any] | None) -> dict[str, list]:
         """Start new episodes in ``indices``; returns their reset-info columns."""
         window = self._window()
-        infos = []
-        for i in indices:
-            prompt = self.mdp.sample_prompt(self._rngs[i], options)
+        prompts = [self.mdp.sample_prompt(self._rngs[i], options) for i in indices]
+        for i, prompt in zip(indices, prompts):
             self.mdp.prompt_row(prompt.ids, window[i])
             self._prompts[i], self._references[i], self._lengths[i] = prompt.text, prompt.references, len(prompt.ids)
-            infos.append(self.mdp.reset_info(prompt))
         self._limits[indices] = self._lengths[indices] + self.mdp.max_new_tokens
-        return {key: [info[key] for info in infos] for key in infos[0]}
+        return self.mdp.reset_columns(prompts)
 
     # --- step -------------------------------------------------------------------------------------
 
