@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from textgym.models import default_device, load_causal_lm
+from textgym.models import load_causal_lm
 from textgym.wrappers.base import Episodes, TokenReward, Transition
 
 
@@ -43,11 +43,12 @@ class ReferenceLogProb(TokenReward):
 
     def __init__(self, model: str | Path | PreTrainedModel = "tiny", beta: float = 0.05,
                  device: str | torch.device | None = None):
-        super().__init__(beta)
+        super().__init__(beta)  # the weight is β
         self.model = model if isinstance(model, PreTrainedModel) else load_causal_lm(model, device=device)
+        if device is not None:
+            self.model.to(device)
         self.model.requires_grad_(False).eval()
-        self.device = self.model.device if device is None else torch.device(device)
-        self.beta = beta
+        self.device = self.model.device
 
     def bind(self, mdp, num_slots: int) -> None:
         super().bind(mdp, num_slots)
