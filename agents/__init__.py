@@ -1,5 +1,9 @@
-"""Agents that solve textgym envs: the SB3 LLM actor-critic policy and the batched trainers.
+"""Agents that solve textgym envs, built on textgym (``textgym`` never imports ``agents``).
 
-Nothing is here yet: the policy and trainers land with their own issues. ``textgym`` never
-imports ``agents``; ``agents`` builds on ``textgym``.
+``LLMActorCriticPolicy`` plugs a causal LM into stock stable-baselines3 PPO and
+``MaskableLLMActorCriticPolicy`` into sb3-contrib's MaskablePPO. The batched trainers come next.
 """
+
+from agents.policies import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy
+
+__all__ = ["LLMActorCriticPolicy", "MaskableLLMActorCriticPolicy"]

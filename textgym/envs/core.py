@@ -41,9 +41,14 @@ def validated_scores(name: str, scores: Any, count: int) -> np.ndarray:
     return values
 
 
+class RenderModeError(ValueError, TypeError):
+    """An unsupported ``render_mode``. It is a TypeError too because stable-baselines3 makes envs
+    with ``render_mode="rgb_array"`` and, on TypeError, makes them again without one."""
+
+
 def check_render_mode(render_mode: str | None, allowed: list[str]) -> None:
     if render_mode is not None and render_mode not in allowed:
-        raise ValueError(f"render_mode must be one of {allowed} or None, got {render_mode!r}")
+        raise RenderModeError(f"render_mode must be one of {allowed} or None, got {render_mode!r}")
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -1,0 +1,189 @@
+"""An LLM actor-critic for *stock* stable-baselines3 PPO and sb3-contrib MaskablePPO.
+
+The actor is a causal LM: its logits at the last (newest) position are the action distribution
+over the vocabulary. The critic is a linear value head on the LM's last hidden state (a shared
+trunk). Only SB3's hooks are overridden (``forward``, ``evaluate_actions``, ``get_distribution``,
+``predict_values``); nothing in SB3 is patched.
+
+SB3 calls the policy once per env step with full observations. Re-running the whole sequence each
+time costs O(L²) per episode, so during rollouts (no gradients) the policy keeps a per-env KV
+cache keyed on the token prefix: when an observation extends the env's cached row by exactly one
+token, only that token runs; any other row (a reset, an autoreset, an evaluation call) is run in
+full and refreshes its slot. Training (``evaluate_actions``) runs batched full forwards. The caches
+are dropped whenever SB3 switches training mode, so they never outlive the weights they came from.
+
+Example:
+    >>> from stable_baselines3 import PPO
+    >>> from agents import LLMActorCriticPolicy
+    >>> model = PPO(LLMActorCriticPolicy, "textgym/Sentiment-v0", n_steps=16, batch_size=16, n_epochs=1,
+    ...             policy_kwargs={"model": "tiny"}, device="cpu")
+    >>> _ = model.learn(16)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
+
+from textgym.models import load_causal_lm, load_tokenizer
+from textgym.models.cache import RowCache, positions
+
+OBS_KEYS = ("attention_mask", "input_ids")
+
+
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    if not isinstance(action_space, spaces.Discrete):
+        raise TypeError(f"an LLM policy chooses tokens: it needs a Discrete action space, got {action_space}")
+    if not isinstance(observation_space, spaces.Dict) or sorted(observation_space.spaces) != list(OBS_KEYS):
+        raise ValueError(f"an LLM policy reads textgym observations, Dict with keys {list(OBS_KEYS)}; "
+                         f"got {observation_space}")
+    shapes = {key: observation_space[key].shape for key in OBS_KEYS}
+    if len(set(shapes.values())) != 1 or len(shapes["input_ids"]) != 1:
+        raise ValueError(f"input_ids and attention_mask must be 1-D and of one length, got shapes {shapes}")
+
+
+class _LLMActorCritic:
+    """What both policies share: the LM, the value head, the prefix caches and the hooks."""
+
+    def __init__(self, observation_space, action_space, lr_schedule, model: str = "tiny", lora: Any = None,
+                 temperature: float = 1.0, dtype: str | None = None, **kwargs):
+        check_spaces(observation_space, action_space)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.lm_name, self.lora, self.temperature, self.lm_dtype = model, lora, float(temperature), dtype
+        kwargs.setdefault("ortho_init", False)  # the LM is pretrained; SB3's init would scramble nothing useful
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _build(self, lr_schedule) -> None:
+        vocab = int(self.action_space.n)
+        dtype = getattr(torch, self.lm_dtype) if isinstance(self.lm_dtype, str) else self.lm_dtype
+        self.lm = load_causal_lm(self.lm_name, device="cpu", dtype=dtype)
+        tokenizer = load_tokenizer(self.lm_name)
+        if len(tokenizer) != vocab or self.lm.config.vocab_size < vocab:
+            raise ValueError(
+                f"vocabulary mismatch: the env has Discrete({vocab}) actions, but model {self.lm_name!r} "
+                f"({self.lm.config.vocab_size} logits) comes with tokenizer {tokenizer.name_or_path!r} of "
+                f"{len(tokenizer)} tokens; use the env's tokenizer and a model trained on it"
+            )
+        for module in self.lm.modules():  # dropout would make PPO's ratio differ from 1 with no update
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+        if self.lora is not None:
+            self.lm = apply_lora(self.lm, self.lora)
+        self.length = self.observation_space["input_ids"].shape[0]
+        self.value_head = nn.Linear(self.lm.config.hidden_size, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self._caches: dict[int, tuple[RowCache, torch.Tensor, torch.Tensor]] = {}
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "model": self.lm_name, "lora": self.lora,
+                "temperature": self.temperature, "dtype": self.lm_dtype}
+
+    def set_training_mode(self, mode: bool) -> None:
+        self._caches.clear()  # SB3 switches modes around every update: cached KV would be stale
+        super().set_training_mode(mode)
+
+    # --- the LM on observations ---------------------------------------------------------------
+
+    def _tokens(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(obs, dict) or sorted(obs) != list(OBS_KEYS):
+            raise ValueError(f"expected observations with keys {list(OBS_KEYS)}, got {type(obs).__name__} "
+                             f"{sorted(obs) if isinstance(obs, dict) else ''}")
+        ids, mask = obs["input_ids"].long(), obs["attention_mask"].long()  # SB3's buffers store floats
+        if ids.shape != mask.shape or ids.dim() != 2 or ids.shape[1] != self.length:
+            raise ValueError(f"expected input_ids and attention_mask of shape (batch, {self.length}), "
+                             f"got {tuple(ids.shape)} and {tuple(mask.shape)}")
+        return ids, mask
+
+    def _head(self, logits: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = logits[:, : self.action_space.n].float() / self.temperature
+        return logits, self.value_head(hidden.to(self.value_head.weight.dtype))
+
+    def _full_forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask), output_hidden_states=True)
+        return self._head(out.logits[:, -1], out.hidden_states[-1][:, -1])
+
+    @torch.no_grad()
+    def _cached_forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = ids.shape[0]
+        if n not in self._caches:
+            cache = RowCache(self.lm, n, self.length, pad_id=0)
+            logits, hidden = cache.restart(torch.arange(n), ids, mask)
+        else:
+            cache, last_ids, last_mask = self._caches[n]
+            extends = ((ids[:, :-1] == last_ids[:, 1:]).all(1) & (mask[:, :-1] == last_mask[:, 1:]).all(1)
+                       & (mask[:, -1] == 1))
+            redo = torch.nonzero(~extends).flatten()
+            if len(redo) == n:
+                logits, hidden = cache.restart(redo, ids, mask)
+            else:
+                logits, hidden = cache.advance(ids[:, -1])
+                if len(redo):
+                    logits[redo], hidden[redo] = cache.restart(redo, ids[redo], mask[redo])
+        self._caches[n] = (cache, ids.clone(), mask.clone())
+        return self._head(logits, hidden)
+
+    def _logits_and_values(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self._tokens(obs)
+        return self._full_forward(ids, mask) if torch.is_grad_enabled() else self._cached_forward(ids, mask)
+
+    # --- SB3's hooks --------------------------------------------------------------------------
+
+    def _distribution(self, logits: torch.Tensor, action_masks=None):
+        distribution = self.action_dist.proba_distribution(action_logits=logits)
+        if action_masks is not None:
+            distribution.apply_masking(action_masks)
+        return distribution
+
+    def forward(self, obs, deterministic: bool = False, action_masks=None):
+        logits, values = self._logits_and_values(obs)
+        distribution = self._distribution(logits, action_masks)
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions, values, distribution.log_prob(actions)
+
+    def evaluate_actions(self, obs, actions: torch.Tensor, action_masks=None):
+        ids, mask = self._tokens(obs)
+        logits, values = self._full_forward(ids, mask)
+        distribution = self._distribution(logits, action_masks)
+        return values, distribution.log_prob(actions), distribution.entropy()
+
+    def get_distribution(self, obs, action_masks=None):
+        return self._distribution(self._logits_and_values(obs)[0], action_masks)
+
+    def predict_values(self, obs) -> torch.Tensor:
+        return self._logits_and_values(obs)[1]
+
+    def _predict(self, observation, deterministic: bool = False, action_masks=None) -> torch.Tensor:
+        return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
+
+
+def apply_lora(model, lora):
+    """Wrap ``model`` with peft LoRA adapters from a ``LoraConfig`` or a dict of its fields."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise ImportError('lora= needs peft: pip install "textgym[lora]"') from error
+    config = lora if isinstance(lora, LoraConfig) else LoraConfig(**dict(lora))
+    return get_peft_model(model, config)
+
+
+class LLMActorCriticPolicy(_LLMActorCritic, ActorCriticPolicy):
+    """A causal LM actor with a value head, for stock ``stable_baselines3.PPO``.
+
+    ``policy_kwargs``: ``model`` (``"tiny"``, an HF id or a path), ``lora`` (a peft ``LoraConfig``
+    or a dict), ``temperature``, ``dtype`` (e.g. ``"bfloat16"``).
+    """
+
+
+class MaskableLLMActorCriticPolicy(_LLMActorCritic, MaskableActorCriticPolicy):
+    """The same policy for ``sb3_contrib.MaskablePPO``, which passes the env's ``action_masks()``."""
+
+
+__all__ = ["LLMActorCriticPolicy", "MaskableLLMActorCriticPolicy", "apply_lora", "check_spaces"]

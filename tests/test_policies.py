@@ -1,0 +1,117 @@
+"""The SB3 LLM actor-critic: cached rollouts equal full forwards, stock PPO / MaskablePPO, save/load."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from sb3_contrib import MaskablePPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import obs_as_tensor
+
+import textgym  # noqa: F401  (registers the envs)
+from agents import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy
+from textgym.envs import TextGenerationEnv
+from textgym.models.build_tiny import train_tokenizer
+from textgym.models.cache import RowCache
+from textgym.models.corpus import generate_documents
+
+ENV_ID = "textgym/Sentiment-v0"
+SMALL = {"n_steps": 8, "batch_size": 8, "n_epochs": 1, "device": "cpu", "seed": 0}
+
+
+def make_ppo(algo=PPO, policy=LLMActorCriticPolicy, n_envs: int = 3, **env_kwargs):
+    env = make_vec_env(ENV_ID, n_envs=n_envs, seed=0, env_kwargs={"max_new_tokens": 6, **env_kwargs})
+    return algo(policy, env, policy_kwargs={"model": "tiny"}, **SMALL)
+
+
+def test_cached_rollout_equals_full_forwards_across_autoresets_and_evaluation_calls(monkeypatch):
+    model = make_ppo()
+    policy, env = model.policy, model.get_env()
+    restarted_rows = []
+    original_restart = RowCache.restart
+
+    def counting_restart(self, rows, ids, mask):
+        restarted_rows.append((self.num_rows, len(rows)))
+        return original_restart(self, rows, ids, mask)
+
+    monkeypatch.setattr(RowCache, "restart", counting_restart)
+    policy.set_training_mode(False)
+    obs = env.reset()
+    steps, episodes = 40, 0
+    for _ in range(steps):
+        tensor_obs = obs_as_tensor(obs, policy.device)
+        with torch.no_grad():
+            cached_logits, cached_values = policy._logits_and_values(tensor_obs)
+            full_logits, full_values = policy._full_forward(*policy._tokens(tensor_obs))
+            one = {k: v[:1] for k, v in tensor_obs.items()}  # an evaluation call with another batch size
+            eval_logits, _ = policy._logits_and_values(one)
+        torch.testing.assert_close(cached_logits, full_logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(cached_values, full_values, atol=1e-5, rtol=0)
+        torch.testing.assert_close(eval_logits, full_logits[:1], atol=1e-5, rtol=0)
+        actions = torch.distributions.Categorical(logits=cached_logits).sample().numpy()
+        obs, _, dones, _ = env.step(actions)  # DummyVecEnv resets finished envs itself
+        episodes += int(dones.sum())
+    assert episodes >= 6  # several autoresets happened
+    rollout_restarts = sum(rows for cache_rows, rows in restarted_rows if cache_rows == 3)
+    assert rollout_restarts == 3 + episodes  # rows ran in full only when an episode began: one token otherwise
+
+
+def test_stock_ppo_learns_and_save_load_round_trips(tmp_path):
+    model = make_ppo()
+    model.learn(16)
+    obs = model.get_env().reset()
+    actions, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "ppo")
+    loaded = PPO.load(tmp_path / "ppo", device="cpu")
+    loaded_actions, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(actions, loaded_actions)
+    for key, value in model.policy.state_dict().items():
+        torch.testing.assert_close(loaded.policy.state_dict()[key], value)
+
+
+def test_maskable_ppo_respects_action_masks(tmp_path):
+    model = make_ppo(MaskablePPO, MaskableLLMActorCriticPolicy, disallowed_token_ids=tuple(range(2, 1000)))
+    model.learn(16)
+    obs = model.get_env().reset()
+    masks = np.stack(model.get_env().env_method("action_masks"))
+    for _ in range(5):
+        actions, _ = model.predict(obs, action_masks=masks)
+        assert masks[np.arange(len(actions)), actions].all()
+    model.save(tmp_path / "maskable")
+    loaded = MaskablePPO.load(tmp_path / "maskable", device="cpu")
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True, action_masks=masks)[0],
+                                  loaded.predict(obs, deterministic=True, action_masks=masks)[0])
+
+
+def test_bad_spaces_observations_and_vocabularies():
+    with pytest.raises(TypeError, match="needs a Discrete action space"):
+        LLMActorCriticPolicy(gym.make(ENV_ID).observation_space, gym.spaces.Box(0, 1, (3,)), lambda _: 1e-4)
+    with pytest.raises(ValueError, match="Dict with keys"):
+        LLMActorCriticPolicy(gym.spaces.Box(0, 1, (3,)), gym.spaces.Discrete(5), lambda _: 1e-4)
+    other = train_tokenizer(generate_documents(300, seed=5), vocab_size=400)
+    env = TextGenerationEnv(tokenizer=other, prompts=["Film review:"])
+    with pytest.raises(ValueError, match=rf"Discrete\({len(other)}\) actions, but model 'tiny'.*2098 tokens"):
+        PPO(LLMActorCriticPolicy, env, policy_kwargs={"model": "tiny"}, **SMALL)
+    policy = make_ppo().policy
+    with pytest.raises(ValueError, match="keys \\['attention_mask', 'input_ids'\\]"):
+        policy.predict_values({"input_ids": torch.zeros(1, 30)})
+    with pytest.raises(ValueError, match="shape \\(batch, 30\\)"):
+        policy.predict_values({"input_ids": torch.zeros(1, 7), "attention_mask": torch.zeros(1, 7)})
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        PPO(LLMActorCriticPolicy, ENV_ID, policy_kwargs={"temperature": 0}, **SMALL)
+
+
+def test_lora_needs_peft_or_applies_it():
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match='pip install "textgym\\[lora\\]"'):
+            PPO(LLMActorCriticPolicy, ENV_ID, policy_kwargs={"lora": {"r": 4}}, **SMALL)
+    else:
+        model = PPO(LLMActorCriticPolicy, ENV_ID, policy_kwargs={"lora": {"r": 4, "target_modules": ["c_attn"]}},
+                    **SMALL)
+        trainable = sum(p.numel() for p in model.policy.lm.parameters() if p.requires_grad)
+        assert 0 < trainable < sum(p.numel() for p in model.policy.lm.parameters()) / 10
