@@ -149,10 +149,37 @@ class _LLMActorCritic:
         return actions, values, distribution.log_prob(actions)
 
     def evaluate_actions(self, obs, actions: torch.Tensor, action_masks=None):
-        ids, mask = self._tokens(obs)
-        logits, values = self._full_forward(ids, mask)
+        logits, values = self._grouped_forward(*self._tokens(obs))
         distribution = self._distribution(logits, action_masks)
         return values, distribution.log_prob(actions), distribution.entropy()
+
+    def _grouped_forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and values of every row, from one forward per *root*: a row that no longer row
+        of the batch extends. A minibatch holds many steps of one episode, each a prefix of the
+        latest, and causal attention makes a prefix's outputs those of the longer row at the
+        prefix's last position; so far fewer sequences run, forward and backward."""
+        lengths = mask.sum(-1)
+        start = mask.shape[1] - lengths  # left padding: row i's tokens are ids[i, start_i:]
+        left = left_align(ids, mask)  # real tokens first, so prefixes line up from column 0
+        root_of = torch.full_like(lengths, -1)
+        roots = []
+        for row in torch.argsort(lengths, descending=True).tolist():
+            if root_of[row] >= 0:
+                continue
+            shared = (left == left[row]).long().cumprod(dim=1).sum(dim=1)  # common prefix with `row`
+            covered = (root_of < 0) & (shared >= lengths) & (lengths <= lengths[row])
+            root_of[covered] = len(roots)
+            roots.append(row)
+        roots = torch.tensor(roots, device=ids.device)
+        first = int(start[roots].min())  # columns left of every root's first token are padding: skip them
+        root_ids, root_mask = ids[roots, first:], mask[roots, first:]
+        out = self.lm(input_ids=root_ids, attention_mask=root_mask, position_ids=positions(root_mask),
+                      output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[-1]  # (roots, L - first, H)
+        # Row i ends at its root's column start_root + length_i - 1.
+        column = start[roots][root_of] + lengths - 1 - first
+        last = hidden[root_of, column]
+        return self._head(self.lm.get_output_embeddings()(last), last)
 
     def get_distribution(self, obs, action_masks=None):
         return self._distribution(self._logits_and_values(obs)[0], action_masks)
@@ -162,6 +189,12 @@ class _LLMActorCritic:
 
     def _predict(self, observation, deterministic: bool = False, action_masks=None) -> torch.Tensor:
         return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
+
+
+def left_align(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Move each left-padded row's real tokens to the front (pads, as -1, after them)."""
+    order = torch.argsort(1 - mask, dim=1, stable=True)  # real tokens (mask 1) first, in order
+    return torch.where(mask.gather(1, order).bool(), ids.gather(1, order), torch.full_like(ids, -1))
 
 
 def apply_lora(model, lora):

@@ -115,3 +115,11 @@ def test_lora_needs_peft_or_applies_it():
                     **SMALL)
         trainable = sum(p.numel() for p in model.policy.lm.parameters() if p.requires_grad)
         assert 0 < trainable < sum(p.numel() for p in model.policy.lm.parameters()) / 10
+
+
+@pytest.mark.parametrize("example", ["sb3_ppo", "sb3_maskable_ppo"])
+def test_examples_run_with_a_tiny_budget(example):
+    import importlib
+
+    model = importlib.import_module(f"agents.examples.{example}").main(["--steps", "64", "--n-envs", "2"])
+    assert model.num_timesteps >= 64
