@@ -51,40 +51,38 @@ class _LLMActorCritic:
     """What both policies share: the LM, the value head, the prefix caches and the hooks."""
 
     def __init__(self, observation_space, action_space, lr_schedule, model: str = "tiny", lora: Any = None,
-                 temperature: float = 1.0, dtype: str | None = None, **kwargs):
+                 value_model: str | None = None, temperature: float = 1.0, dtype: str | None = None, **kwargs):
         check_spaces(observation_space, action_space)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.lm_name, self.lora, self.temperature, self.lm_dtype = model, lora, float(temperature), dtype
+        self.value_model = value_model
         kwargs.setdefault("ortho_init", False)  # the LM is pretrained; SB3's init would scramble nothing useful
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build(self, lr_schedule) -> None:
         vocab = int(self.action_space.n)
         dtype = getattr(torch, self.lm_dtype) if isinstance(self.lm_dtype, str) else self.lm_dtype
-        self.lm = load_causal_lm(self.lm_name, device="cpu", dtype=dtype)
-        tokenizer = load_tokenizer(self.lm_name)
-        if len(tokenizer) != vocab or self.lm.config.vocab_size < vocab:
-            raise ValueError(
-                f"vocabulary mismatch: the env has Discrete({vocab}) actions, but model {self.lm_name!r} "
-                f"({self.lm.config.vocab_size} logits) comes with tokenizer {tokenizer.name_or_path!r} of "
-                f"{len(tokenizer)} tokens; use the env's tokenizer and a model trained on it"
-            )
-        for module in self.lm.modules():  # dropout would make PPO's ratio differ from 1 with no update
-            if isinstance(module, nn.Dropout):
-                module.p = 0.0
+        self.lm = load_trunk(self.lm_name, vocab, dtype)
         if self.lora is not None:
             self.lm = apply_lora(self.lm, self.lora)
+        # The critic reads the actor's trunk unless a separate value model is asked for.
+        self.critic_lm = None if self.value_model is None else load_trunk(self.value_model, vocab, dtype)
         self.length = self.observation_space["input_ids"].shape[0]
-        self.value_head = nn.Linear(self.lm.config.hidden_size, 1)
+        self.value_head = nn.Linear((self.critic_lm or self.lm).config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
-        self._caches: dict[int, tuple[RowCache, torch.Tensor, torch.Tensor]] = {}
+        self._caches: dict[int, tuple[list[RowCache], torch.Tensor, torch.Tensor]] = {}
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "model": self.lm_name, "lora": self.lora,
-                "temperature": self.temperature, "dtype": self.lm_dtype}
+                "value_model": self.value_model, "temperature": self.temperature, "dtype": self.lm_dtype}
+
+    def _trunks(self) -> list:
+        """The actor's LM, then the critic's when it is separate: logits come from the first,
+        the value head reads the last one's hidden state."""
+        return [self.lm] if self.critic_lm is None else [self.lm, self.critic_lm]
 
     def set_training_mode(self, mode: bool) -> None:
         self._caches.clear()  # SB3 switches modes around every update: cached KV would be stale
@@ -107,28 +105,23 @@ class _LLMActorCritic:
         return logits, self.value_head(hidden.to(self.value_head.weight.dtype))
 
     def _full_forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask), output_hidden_states=True)
-        return self._head(out.logits[:, -1], out.hidden_states[-1][:, -1])
+        outs = [last_outputs(trunk, ids, mask) for trunk in self._trunks()]
+        return self._head(outs[0][0], outs[-1][1])
 
     @torch.no_grad()
     def _cached_forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = ids.shape[0]
         if n not in self._caches:
-            cache = RowCache(self.lm, n, self.length, pad_id=0)
-            logits, hidden = cache.restart(torch.arange(n), ids, mask)
+            caches = [RowCache(trunk, n, self.length, pad_id=0) for trunk in self._trunks()]
+            outs = [cache.restart(torch.arange(n), ids, mask) for cache in caches]
         else:
-            cache, last_ids, last_mask = self._caches[n]
+            caches, last_ids, last_mask = self._caches[n]
             extends = ((ids[:, :-1] == last_ids[:, 1:]).all(1) & (mask[:, :-1] == last_mask[:, 1:]).all(1)
                        & (mask[:, -1] == 1))
             redo = torch.nonzero(~extends).flatten()
-            if len(redo) == n:
-                logits, hidden = cache.restart(redo, ids, mask)
-            else:
-                logits, hidden = cache.advance(ids[:, -1])
-                if len(redo):
-                    logits[redo], hidden[redo] = cache.restart(redo, ids[redo], mask[redo])
-        self._caches[n] = (cache, ids.clone(), mask.clone())
-        return self._head(logits, hidden)
+            outs = [advance_or_restart(cache, ids, mask, redo) for cache in caches]
+        self._caches[n] = (caches, ids.clone(), mask.clone())
+        return self._head(outs[0][0], outs[-1][1])
 
     def _logits_and_values(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self._tokens(obs)
@@ -173,13 +166,14 @@ class _LLMActorCritic:
         roots = torch.tensor(roots, device=ids.device)
         first = int(start[roots].min())  # columns left of every root's first token are padding: skip them
         root_ids, root_mask = ids[roots, first:], mask[roots, first:]
-        out = self.lm(input_ids=root_ids, attention_mask=root_mask, position_ids=positions(root_mask),
-                      output_hidden_states=True, logits_to_keep=1)
-        hidden = out.hidden_states[-1]  # (roots, L - first, H)
         # Row i ends at its root's column start_root + length_i - 1.
         column = start[roots][root_of] + lengths - 1 - first
-        last = hidden[root_of, column]
-        return self._head(self.lm.get_output_embeddings()(last), last)
+        last = []
+        for trunk in self._trunks():
+            out = trunk(input_ids=root_ids, attention_mask=root_mask, position_ids=positions(root_mask),
+                        output_hidden_states=True, logits_to_keep=1)
+            last.append(out.hidden_states[-1][root_of, column])  # (rows, H)
+        return self._head(self.lm.get_output_embeddings()(last[0]), last[-1])
 
     def get_distribution(self, obs, action_masks=None):
         return self._distribution(self._logits_and_values(obs)[0], action_masks)
@@ -189,6 +183,40 @@ class _LLMActorCritic:
 
     def _predict(self, observation, deterministic: bool = False, action_masks=None) -> torch.Tensor:
         return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
+
+
+def load_trunk(name: str, vocab: int, dtype) -> nn.Module:
+    """A causal LM whose vocabulary is the env's ``Discrete(vocab)``, with dropout off: dropout
+    would make PPO's ratio differ from 1 before any update."""
+    model = load_causal_lm(name, device="cpu", dtype=dtype)
+    tokenizer = load_tokenizer(name)
+    if len(tokenizer) != vocab or model.config.vocab_size < vocab:
+        raise ValueError(
+            f"vocabulary mismatch: the env has Discrete({vocab}) actions, but model {name!r} "
+            f"({model.config.vocab_size} logits) comes with tokenizer {tokenizer.name_or_path!r} of "
+            f"{len(tokenizer)} tokens; use the env's tokenizer and a model trained on it"
+        )
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def last_outputs(lm, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and last hidden state at each row's final position (a full forward)."""
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask), output_hidden_states=True,
+             logits_to_keep=1)
+    return out.logits[:, -1], out.hidden_states[-1][:, -1]
+
+
+def advance_or_restart(cache: RowCache, ids: torch.Tensor, mask: torch.Tensor, redo: torch.Tensor):
+    """One token for the rows that extend their cached prefix, a full run for the ``redo`` rows."""
+    if len(redo) == len(ids):
+        return cache.restart(redo, ids, mask)
+    logits, hidden = cache.advance(ids[:, -1])
+    if len(redo):
+        logits[redo], hidden[redo] = cache.restart(redo, ids[redo], mask[redo])
+    return logits, hidden
 
 
 def left_align(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -211,7 +239,8 @@ class LLMActorCriticPolicy(_LLMActorCritic, ActorCriticPolicy):
     """A causal LM actor with a value head, for stock ``stable_baselines3.PPO``.
 
     ``policy_kwargs``: ``model`` (``"tiny"``, an HF id or a path), ``lora`` (a peft ``LoraConfig``
-    or a dict), ``temperature``, ``dtype`` (e.g. ``"bfloat16"``).
+    or a dict), ``value_model`` (a separate critic LM; default: the actor's trunk), ``temperature``,
+    ``dtype`` (e.g. ``"bfloat16"``).
     """
 
 

@@ -22,13 +22,14 @@ ENV_ID = "textgym/Sentiment-v0"
 SMALL = {"n_steps": 8, "batch_size": 8, "n_epochs": 1, "device": "cpu", "seed": 0}
 
 
-def make_ppo(algo=PPO, policy=LLMActorCriticPolicy, n_envs: int = 3, **env_kwargs):
+def make_ppo(algo=PPO, policy=LLMActorCriticPolicy, n_envs: int = 3, value_model=None, **env_kwargs):
     env = make_vec_env(ENV_ID, n_envs=n_envs, seed=0, env_kwargs={"max_new_tokens": 6, **env_kwargs})
-    return algo(policy, env, policy_kwargs={"model": "tiny"}, **SMALL)
+    return algo(policy, env, policy_kwargs={"model": "tiny", "value_model": value_model}, **SMALL)
 
 
-def test_cached_rollout_equals_full_forwards_across_autoresets_and_evaluation_calls(monkeypatch):
-    model = make_ppo()
+@pytest.mark.parametrize("value_model", [None, "tiny"], ids=["shared-trunk", "separate-critic"])
+def test_cached_rollout_equals_full_forwards_across_autoresets_and_evaluation_calls(monkeypatch, value_model):
+    model = make_ppo(value_model=value_model)
     policy, env = model.policy, model.get_env()
     restarted_rows = []
     original_restart = RowCache.restart
@@ -55,8 +56,40 @@ def test_cached_rollout_equals_full_forwards_across_autoresets_and_evaluation_ca
         obs, _, dones, _ = env.step(actions)  # DummyVecEnv resets finished envs itself
         episodes += int(dones.sum())
     assert episodes >= 6  # several autoresets happened
+    trunks = 1 if value_model is None else 2
     rollout_restarts = sum(rows for cache_rows, rows in restarted_rows if cache_rows == 3)
-    assert rollout_restarts == 3 + episodes  # rows ran in full only when an episode began: one token otherwise
+    assert rollout_restarts == trunks * (3 + episodes)  # rows ran in full only when an episode began
+
+
+@pytest.mark.parametrize("value_model", [None, "tiny"], ids=["shared-trunk", "separate-critic"])
+def test_grouped_training_forward_equals_per_row_forwards(value_model):
+    """evaluate_actions runs one forward per root of a shuffled minibatch; outputs must not change."""
+    model = make_ppo(n_envs=4, value_model=value_model)
+    model.learn(32)  # fills the rollout buffer with several episodes per env
+    policy, checked = model.policy, 0
+    for batch in model.rollout_buffer.get(16):
+        ids, mask = policy._tokens(batch.observations)
+        with torch.no_grad():
+            grouped, full = policy._grouped_forward(ids, mask), policy._full_forward(ids, mask)
+        torch.testing.assert_close(grouped[0], full[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(grouped[1], full[1], atol=1e-5, rtol=0)
+        checked += len(ids)
+    assert checked == 32
+
+
+def test_a_separate_value_model_is_its_own_trunk(tmp_path):
+    model = make_ppo(value_model="tiny")
+    policy = model.policy
+    assert policy.critic_lm is not None and policy.critic_lm is not policy.lm
+    before = [p.clone() for p in policy.critic_lm.parameters()]
+    model.learn(16)
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.critic_lm.parameters()))  # it trains
+    model.save(tmp_path / "critic")
+    loaded = PPO.load(tmp_path / "critic", device="cpu")
+    obs = model.get_env().reset()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.policy.predict_values(obs_as_tensor(obs, "cpu")),
+                                   policy.predict_values(obs_as_tensor(obs, "cpu")))
 
 
 def test_stock_ppo_learns_and_save_load_round_trips(tmp_path):
