@@ -31,7 +31,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from textgym.models import load_causal_lm, load_tokenizer
-from textgym.models.cache import RowCache, positions
+from textgym.models.cache import RowCache, extends_by_one, positions
 
 OBS_KEYS = ("attention_mask", "input_ids")
 
@@ -116,9 +116,7 @@ class _LLMActorCritic:
             outs = [cache.restart(torch.arange(n), ids, mask) for cache in caches]
         else:
             caches, last_ids, last_mask = self._caches[n]
-            extends = ((ids[:, :-1] == last_ids[:, 1:]).all(1) & (mask[:, :-1] == last_mask[:, 1:]).all(1)
-                       & (mask[:, -1] == 1))
-            redo = torch.nonzero(~extends).flatten()
+            redo = torch.nonzero(~extends_by_one(last_ids, last_mask, ids, mask)).flatten()
             outs = [advance_or_restart(cache, ids, mask, redo) for cache in caches]
         self._caches[n] = (caches, ids.clone(), mask.clone())
         return self._head(outs[0][0], outs[-1][1])

@@ -74,3 +74,10 @@ class RowCache:
             layer.keys, layer.values = layer.keys[:, :, 1:], layer.values[:, :, 1:]
         self.mask = mask[:, 1:]
         return logits, hidden
+
+
+def extends_by_one(last_ids: torch.Tensor, last_mask: torch.Tensor, ids: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """Which rows of (ids, mask) are the rows (last_ids, last_mask) plus exactly one new token."""
+    return ((ids[:, :-1] == last_ids[:, 1:]).all(1) & (mask[:, :-1] == last_mask[:, 1:]).all(1)
+            & (mask[:, -1] == 1))
