@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -137,17 +139,24 @@ def test_bad_spaces_observations_and_vocabularies():
         PPO(LLMActorCriticPolicy, ENV_ID, policy_kwargs={"temperature": 0}, **SMALL)
 
 
-def test_lora_needs_peft_or_applies_it():
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match='pip install "textgym\\[lora\\]"'):
-            PPO(LLMActorCriticPolicy, ENV_ID, policy_kwargs={"lora": {"r": 4}}, **SMALL)
-    else:
-        model = PPO(LLMActorCriticPolicy, ENV_ID, policy_kwargs={"lora": {"r": 4, "target_modules": ["c_attn"]}},
-                    **SMALL)
-        trainable = sum(p.numel() for p in model.policy.lm.parameters() if p.requires_grad)
-        assert 0 < trainable < sum(p.numel() for p in model.policy.lm.parameters()) / 10
+def test_lora_adapters_train_a_small_share_and_round_trip(tmp_path):
+    model = PPO(LLMActorCriticPolicy, ENV_ID, policy_kwargs={"lora": {"r": 4, "target_modules": ["c_attn"]}},
+                **SMALL)
+    lm = model.policy.lm
+    trainable = sum(p.numel() for p in lm.parameters() if p.requires_grad)
+    assert 0 < trainable < sum(p.numel() for p in lm.parameters()) / 10
+    model.learn(8)
+    model.save(tmp_path / "lora")
+    loaded = PPO.load(tmp_path / "lora", device="cpu")
+    obs = model.get_env().reset()
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0],
+                                  loaded.predict(obs, deterministic=True)[0])
+
+
+def test_lora_without_peft_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if peft were not installed
+    with pytest.raises(ImportError, match='pip install "textgym\\[lora\\]"'):
+        PPO(LLMActorCriticPolicy, ENV_ID, policy_kwargs={"lora": {"r": 4}}, **SMALL)
 
 
 @pytest.mark.parametrize("example", ["sb3_ppo", "sb3_maskable_ppo"])
