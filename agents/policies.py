@@ -57,7 +57,7 @@ class _LLMActorCritic:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.lm_name, self.lora, self.temperature, self.lm_dtype = model, lora, float(temperature), dtype
         self.value_model = value_model
-        kwargs.setdefault("ortho_init", False)  # the LM is pretrained; SB3's init would scramble nothing useful
+        kwargs.setdefault("ortho_init", False)  # SB3's orthogonal init is for fresh MLPs; the LM is pretrained
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build(self, lr_schedule) -> None:
