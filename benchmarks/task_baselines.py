@@ -22,6 +22,7 @@ import textgym
 from common import RESULTS, machine, write_json
 from textgym.demo import sample_tokens
 from textgym.models import load_causal_lm
+from textgym.envs.core import run_scorer
 from textgym.models.corpus import ACTIONS, PLACES
 from textgym.tasks import TASKS
 from textgym.tasks.data import polite_answer
@@ -58,9 +59,7 @@ def gold_scores(name: str, episodes: int) -> list[float]:
     prompts = prompts[:episodes]
     refs = None if references is None else references[:episodes]
     completions = [gold_completion(name, p, None if refs is None else refs[i]) for i, p in enumerate(prompts)]
-    scorer = task.scorer()
-    values = scorer(prompts, completions, refs) if getattr(scorer, "needs_references", False) else scorer(prompts, completions)
-    return list(map(float, values))
+    return run_scorer(task.scorer(), prompts, completions, refs).tolist()
 
 
 def main() -> None:

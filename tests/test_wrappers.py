@@ -10,6 +10,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from textgym.envs import TextGenerationEnv, TextGenerationVectorEnv
 from textgym.models import load_causal_lm, load_tokenizer
+from textgym.models.cache import positions
 from textgym.scorers import VaderSentiment, rouge
 from textgym.wrappers import (
     KeywordHit,
@@ -156,7 +157,7 @@ def full_forward_logprobs(model, obs) -> torch.Tensor:
     ids, mask = torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
     if ids.dim() == 1:
         ids, mask = ids[None], mask[None]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
     return torch.log_softmax(logits[:, -1].float(), dim=-1)
 
 

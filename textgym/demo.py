@@ -17,6 +17,7 @@ import torch
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.models import load_causal_lm
+from textgym.models.cache import positions
 
 
 @dataclass
@@ -33,8 +34,7 @@ def sample_tokens(model, obs: dict[str, np.ndarray], temperature: float, generat
     """One token per env from the LM's next-token distribution at the last (newest) position."""
     ids = torch.from_numpy(obs["input_ids"]).to(model.device)
     mask = torch.from_numpy(obs["attention_mask"]).to(model.device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1].float()
     probs = torch.softmax(logits / temperature, dim=-1).cpu()
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
 

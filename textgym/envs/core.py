@@ -46,6 +46,16 @@ class RenderModeError(ValueError, TypeError):
     with ``render_mode="rgb_array"`` and, on TypeError, makes them again without one."""
 
 
+def run_scorer(scorer: Callable, prompts: list[str], completions: list[str], references: list | None = None
+               ) -> np.ndarray:
+    """Call ``scorer`` (with ``references`` when it takes them) and validate what it returns."""
+    if getattr(scorer, "needs_references", False):
+        values = scorer(prompts, completions, references)
+    else:
+        values = scorer(prompts, completions)
+    return validated_scores(scorer_name(scorer), values, len(completions))
+
+
 def check_render_mode(render_mode: str | None, allowed: list[str]) -> None:
     if render_mode is not None and render_mode not in allowed:
         raise RenderModeError(f"render_mode must be one of {allowed} or None, got {render_mode!r}")
@@ -242,11 +252,7 @@ class TextMDP:
         """Run the scorer (with references, if it takes them) and insist on one finite float each."""
         if self.scorer is None:
             return np.zeros(len(completions))
-        if getattr(self.scorer, "needs_references", False):
-            values = self.scorer(prompts, completions, references)
-        else:
-            values = self.scorer(prompts, completions)
-        return validated_scores(scorer_name(self.scorer), values, len(completions))
+        return run_scorer(self.scorer, prompts, completions, references)
 
     def finish(self, prompts: list[str], completion_ids: list[np.ndarray], references: list | None = None
                ) -> dict[str, list]:

@@ -21,6 +21,11 @@ from textgym.envs.core import TextGenerationConfig, TextMDP, check_render_mode
 ObsType = dict[str, np.ndarray]
 
 
+def only_row(columns: dict[str, list]) -> dict[str, Any]:
+    """The info of a single env from the MDP's batch-of-one info columns."""
+    return {key: column[0] for key, column in columns.items()}
+
+
 class TextGenerationEnv(gym.Env[ObsType, int]):
     """Generate a completion for a prompt, one token per step.
 
@@ -63,7 +68,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self.mdp.prompt_row(prompt.ids, self._ids)
         self._prompt, self._references = prompt.text, prompt.references
         self._prompt_len, self._steps, self._state = len(prompt.ids), 0, "running"
-        return self._observation(), {key: column[0] for key, column in self.mdp.reset_columns([prompt]).items()}
+        return self._observation(), only_row(self.mdp.reset_columns([prompt]))
 
     def step(self, action: int) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
         if self._state != "running":
@@ -82,8 +87,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         if not (terminated or truncated):
             return observation, 0.0, False, False, {}
         self._state = "done"
-        ends = self.mdp.finish([self._prompt], [self._completion_ids()], [self._references])
-        info = {key: column[0] for key, column in ends.items()}
+        info = only_row(self.mdp.finish([self._prompt], [self._completion_ids()], [self._references]))
         if self.render_mode == "human":
             self.render()
         return observation, info["score"], terminated, truncated, info

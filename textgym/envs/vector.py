@@ -85,7 +85,7 @@ class TextGenerationVectorEnv(VectorEnv):
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._pending = np.zeros(0, np.int64)  # NEXT_STEP: envs that ended and reset on the next step
         self._needs_reset = np.ones(n, bool)  # never reset, or ended under DISABLED
-        self._n_needing_reset = n
+        self._n_needing_reset = n  # its count as a Python int: step() checks it without a numpy call
 
     # --- reset ------------------------------------------------------------------------------------
 
@@ -204,10 +204,12 @@ class TextGenerationVectorEnv(VectorEnv):
         return infos
 
     def _info_array(self, key: str, value: Any) -> np.ndarray:
-        """The batch array ``VectorEnv._add_info`` makes for ``value``."""
-        if key != "final_obs" and (type(value) in (int, float, bool) or isinstance(value, np.number)):
+        """The batch array ``VectorEnv._add_info`` makes for ``value`` (``final_obs``: always objects)."""
+        if key == "final_obs":
+            return np.empty(self.num_envs, dtype=object)
+        if type(value) in (int, float, bool) or isinstance(value, np.number):
             return np.zeros(self.num_envs, dtype=type(value))
-        if key != "final_obs" and isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray):
             return np.zeros((self.num_envs, *value.shape), dtype=value.dtype)
         return np.empty(self.num_envs, dtype=object)
 

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -106,3 +107,22 @@ def load_sequence_classifier(
     return _load_model(
         AutoModelForSequenceClassification, "sequence classifier", name_or_path, device, dtype, trust_remote_code
     )
+
+
+def save_pretrained_atomically(out: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                               extra_files: dict[str, str] | None = None) -> Path:
+    """Save ``model`` and ``tokenizer`` in HF format (safetensors), with ``extra_files`` (name ->
+    text) beside them, into a sibling temp dir that is then swapped in: a crash never leaves a
+    half-written model."""
+    out = Path(out)
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out

@@ -25,18 +25,16 @@ import dataclasses
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
 
-from textgym.models import tiny_path
+from textgym.models import save_pretrained_atomically, tiny_path
 from textgym.models.corpus import REVIEW_KINDS, iter_documents, review_opening, vocabulary_size
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
@@ -202,19 +200,6 @@ def positive_share(model, tokenizer, n_prompts: int, seed: int) -> tuple[float, 
 
 # --- the build ---------------------------------------------------------------------------------
 
-def save_atomically(out: Path, model, tokenizer, record: dict) -> None:
-    """Write to a sibling temp dir, then swap it in, so a crash never leaves a half-written model."""
-    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "build_record.json").write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def build(cfg: BuildConfig, command: str = "") -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -241,7 +226,7 @@ def build(cfg: BuildConfig, command: str = "") -> dict:
         "review_positive_share_prompts": cfg.sentiment_prompts,
         "samples": samples,
     }
-    save_atomically(Path(cfg.out), model, tokenizer, record)
+    save_pretrained_atomically(cfg.out, model, tokenizer, {"build_record.json": json.dumps(record, indent=2) + "\n"})
     return record
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from textgym.models import default_device, load_sequence_classifier, load_tokenizer, tiny_path
-from textgym.scorers.base import SequenceScorer
+from textgym.models import default_device, save_pretrained_atomically, tiny_path
+from textgym.scorers.learned import SequenceClassifierScore, classifier_logits, classifier_tokenizer
 
 Pair = tuple[str, str, str]  # (prompt, chosen, rejected)
 PREFERENCE_MODEL = Path(__file__).parent / "preference_model"  # built by build_preference_model
@@ -73,29 +72,13 @@ class TrainedRewardModel:
     tokenizer: PreTrainedTokenizerBase
     losses: list[float] = field(default_factory=list)
 
-    def save(self, out: str | Path) -> Path:
+    def save(self, out: str | Path, extra_files: dict[str, str] | None = None) -> Path:
         """Save in HF format (safetensors), atomically: a temp dir renamed into place."""
-        out = Path(out)
-        tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-        return out
+        return save_pretrained_atomically(out, self.model, self.tokenizer, extra_files)
 
 
 def _rewards(model, tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
-    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
-    return model(**batch.to(model.device)).logits[:, 0].float()
-
-
-def reward_tokenizer(base: str | Path) -> PreTrainedTokenizerBase:
-    tokenizer = load_tokenizer(base)
-    tokenizer.padding_side = "right"  # the head reads the last real token; right padding keeps it findable
-    return tokenizer
+    return classifier_logits(model, tokenizer, texts, max_length)[:, 0]
 
 
 def train_reward_model(pairs, base: str | Path = "tiny", config: RewardModelConfig | None = None) -> TrainedRewardModel:
@@ -105,7 +88,7 @@ def train_reward_model(pairs, base: str | Path = "tiny", config: RewardModelConf
         raise ValueError(f"lr must be > 0 and steps, batch_size >= 1, got {config}")
     pairs = load_pairs(pairs)
     torch.manual_seed(config.seed)
-    tokenizer = reward_tokenizer(base)
+    tokenizer = classifier_tokenizer(base)
     source = str(tiny_path()) if str(base) == "tiny" else str(base)
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -139,7 +122,7 @@ def pairwise_accuracy(model, tokenizer, pairs, batch_size: int = 64, max_length:
     return float(np.mean(wins))
 
 
-class RewardModelScore(SequenceScorer):
+class RewardModelScore(SequenceClassifierScore):
     """A trained reward model as a batched scorer: r(prompt + completion), a real number.
 
     ``model`` is a directory saved by ``TrainedRewardModel.save`` (or any HF sequence-classifier
@@ -152,16 +135,9 @@ class RewardModelScore(SequenceScorer):
 
     def __init__(self, model: str | Path, device: str | torch.device | None = None, batch_size: int = 64,
                  max_length: int = 128):
-        self.model = load_sequence_classifier(model, device=device)
+        super().__init__(model, device, batch_size, max_length, with_prompt=True)
         if self.model.config.num_labels != 1:
             raise ValueError(f"a reward model has one output; {str(model)!r} has {self.model.config.num_labels}")
-        self.tokenizer = reward_tokenizer(model)
-        self.batch_size, self.max_length = batch_size, max_length
 
-    @torch.no_grad()
     def score(self, prompts, completions, references):
-        texts = [p + c for p, c in zip(prompts, completions)]
-        return torch.cat([
-            _rewards(self.model, self.tokenizer, texts[i : i + self.batch_size], self.max_length).cpu()
-            for i in range(0, len(texts), self.batch_size)
-        ]).tolist()
+        return self.logits(prompts, completions)[:, 0].tolist()

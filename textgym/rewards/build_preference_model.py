@@ -37,8 +37,7 @@ def build(out: Path = PREFERENCE_MODEL, config: RewardModelConfig | None = None)
         "test_pairwise_accuracy": round(accuracy, 4),
         "train_minutes": round((time.time() - start) / 60, 2),
     }
-    trained.save(out)
-    (out / "build_record.json").write_text(json.dumps(record, indent=2) + "\n")
+    trained.save(out, {"build_record.json": json.dumps(record, indent=2) + "\n"})
     return record
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from textgym.envs.core import scorer_name, validated_scores
+from textgym.envs.core import run_scorer
 from textgym.scorers.base import References, SequenceScorer
 
 
@@ -48,14 +48,7 @@ class WeightedScorer(SequenceScorer):
 
     def components(self, prompts, completions, references: References = None) -> dict[str, np.ndarray]:
         """Each part's unweighted scores, by name."""
-        out = {}
-        for name, (scorer, _) in self.parts.items():
-            if getattr(scorer, "needs_references", False):
-                values = scorer(prompts, completions, references)
-            else:
-                values = scorer(prompts, completions)
-            out[name] = validated_scores(scorer_name(scorer), values, len(completions))
-        return out
+        return {name: run_scorer(scorer, prompts, completions, references) for name, (scorer, _) in self.parts.items()}
 
     def score(self, prompts, completions, references):
         components = self.components(prompts, completions, references)

@@ -61,7 +61,39 @@ class SemanticSimilarity(SequenceScorer):
         return scores
 
 
-class ClassifierScore(SequenceScorer):
+def classifier_tokenizer(model: str | Path):
+    """The classifier's tokenizer, padded on the right: classifiers pool their first or last *real*
+    token themselves, and right padding keeps that token where they look."""
+    tokenizer = load_tokenizer(model)
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def classifier_logits(model, tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
+    """A sequence classifier's float logits, shape (len(texts), num_labels), for one batch."""
+    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    return model(**batch.to(model.device)).logits.float()
+
+
+class SequenceClassifierScore(SequenceScorer):
+    """An HF sequence classifier run on text in batches; subclasses turn its logits into scores."""
+
+    def __init__(self, model: str | Path, device: str | torch.device | None, batch_size: int, max_length: int,
+                 with_prompt: bool):
+        self.model = load_sequence_classifier(model, device=device)
+        self.tokenizer = classifier_tokenizer(model)
+        self.batch_size, self.max_length, self.with_prompt = batch_size, max_length, with_prompt
+
+    @torch.no_grad()
+    def logits(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        texts = [p + c for p, c in zip(prompts, completions)] if self.with_prompt else completions
+        return torch.cat([
+            classifier_logits(self.model, self.tokenizer, texts[i : i + self.batch_size], self.max_length).cpu()
+            for i in range(0, len(texts), self.batch_size)
+        ])
+
+
+class ClassifierScore(SequenceClassifierScore):
     """The probability in [0, 1] that an HF sequence classifier gives ``label``.
 
     Args:
@@ -72,12 +104,9 @@ class ClassifierScore(SequenceScorer):
 
     def __init__(self, model: str | Path, label: str | int, device: str | torch.device | None = None,
                  batch_size: int = 32, max_length: int = 512, with_prompt: bool = False):
-        self.model = load_sequence_classifier(model, device=device)
-        self.tokenizer = load_tokenizer(model)
-        self.tokenizer.padding_side = "right"  # classifiers pool the first or last *real* token themselves
+        super().__init__(model, device, batch_size, max_length, with_prompt)
         self.label = self._label_index(label)
         self.name = f"classifier[{label}]"
-        self.batch_size, self.max_length, self.with_prompt = batch_size, max_length, with_prompt
 
     def _label_index(self, label: str | int) -> int:
         label2id = dict(self.model.config.label2id)
@@ -89,13 +118,5 @@ class ClassifierScore(SequenceScorer):
             raise ValueError(f"label index {label} is outside [0, {self.model.config.num_labels})")
         return int(label)
 
-    @torch.no_grad()
     def score(self, prompts, completions, references):
-        texts = [p + c for p, c in zip(prompts, completions)] if self.with_prompt else completions
-        scores = []
-        for i in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True,
-                                   truncation=True, max_length=self.max_length).to(self.model.device)
-            logits = self.model(**batch).logits.float()
-            scores += torch.softmax(logits, dim=-1)[:, self.label].tolist()
-        return scores
+        return torch.softmax(self.logits(prompts, completions), dim=-1)[:, self.label].tolist()

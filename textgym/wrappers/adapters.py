@@ -58,13 +58,16 @@ class TokenRewardWrapper(gym.Wrapper):
         super().__init__(env)
         self.components = _bind(env, components, 1)
         self._slot = np.zeros(1, np.int64)
-        self._prompt, self._references, self._steps = "", None, 0
+        # The episode as a batch of one, as components take it.
+        self._prompts, self._references, self._steps = [""], None, np.zeros(1, np.int64)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
-        self._prompt, self._references, self._steps = info["prompt"], info.get("references"), 0
-        episodes = Episodes(self._slot, [self._prompt], None if self._references is None else [self._references],
-                            obs["input_ids"][None], obs["attention_mask"][None])
+        self._prompts = [info["prompt"]]
+        self._references = [info["references"]] if "references" in info else None
+        self._steps[0] = 0
+        episodes = Episodes(self._slot, self._prompts, self._references, obs["input_ids"][None],
+                            obs["attention_mask"][None])
         for component in self.components:
             component.start(episodes)
         return obs, info
@@ -72,11 +75,9 @@ class TokenRewardWrapper(gym.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._steps += 1
-        transition = Transition(
-            self._slot, [self._prompt], None if self._references is None else [self._references],
-            obs["input_ids"][None], obs["attention_mask"][None], np.array([self._steps]),
-            np.array([terminated]), np.array([truncated]),
-        )
+        transition = Transition(self._slot, self._prompts, self._references, obs["input_ids"][None],
+                                obs["attention_mask"][None], self._steps.copy(), np.array([terminated]),
+                                np.array([truncated]))
         total = float(reward)
         parts = {"task": total}
         for component in self.components:  # accumulate in the vector adapter's order: same floats

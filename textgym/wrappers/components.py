@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from textgym.envs.core import scorer_name, validated_scores
+from textgym.envs.core import run_scorer
 from textgym.scorers.rules import KeywordCoverage
 from textgym.wrappers.base import Episodes, TokenReward, Transition
 
@@ -56,18 +56,9 @@ class PotentialShaping(TokenReward):
         super().bind(mdp, num_slots)
         self.potential = np.zeros(num_slots)  # Φ of each env's current state
 
-    def _phi(self, prompts: list[str], texts: list[str], references: list | None) -> np.ndarray:
-        if getattr(self.scorer, "needs_references", False):
-            if references is None:
-                raise ValueError(f"scorer {scorer_name(self.scorer)} needs references; the env's prompts have none")
-            values = self.scorer(prompts, texts, references)
-        else:
-            values = self.scorer(prompts, texts)
-        return validated_scores(scorer_name(self.scorer), values, len(texts))
-
     def start(self, episodes: Episodes) -> None:
         empty = [""] * len(episodes.slots)
-        self.potential[episodes.slots] = self._phi(episodes.prompts, empty, episodes.references)
+        self.potential[episodes.slots] = run_scorer(self.scorer, episodes.prompts, empty, episodes.references)
 
     def rewards(self, t: Transition) -> np.ndarray:
         following = np.zeros(len(t.slots))  # Φ(terminal) = 0
@@ -75,7 +66,7 @@ class PotentialShaping(TokenReward):
         if len(live):
             texts = self.mdp.decode([t.completion_ids(i) for i in live])
             references = None if t.references is None else [t.references[i] for i in live]
-            following[live] = self._phi([t.prompts[i] for i in live], texts, references)
+            following[live] = run_scorer(self.scorer, [t.prompts[i] for i in live], texts, references)
         shaping = self.gamma * following - self.potential[t.slots]
         self.potential[t.slots] = following
         return shaping
