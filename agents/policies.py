@@ -22,10 +22,12 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from gymnasium import spaces
+from safetensors.torch import load_model, save_model
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
@@ -233,6 +235,40 @@ def apply_lora(model, lora):
     return get_peft_model(model, config)
 
 
+def save(model, path: str | Path) -> Path:
+    """Save an SB3 model with an LLM policy as ``<path>.zip`` (SB3's own: hyperparameters,
+    optimizer; stock ``PPO.load`` reads it) and the policy's weights in safetensors beside it,
+    ``<path>.safetensors``, which ``agents.load`` takes the weights from.
+
+    Example:
+        >>> import tempfile
+        >>> from stable_baselines3 import PPO
+        >>> import agents
+        >>> model = PPO(agents.LLMActorCriticPolicy, "textgym/Arithmetic-v0", n_steps=8, batch_size=8, device="cpu")
+        >>> path = agents.save(model, tempfile.mkdtemp() + "/ppo")
+        >>> sorted(p.name for p in path.parent.iterdir())
+        ['ppo.safetensors', 'ppo.zip']
+        >>> type(agents.load(PPO, path)).__name__
+        'PPO'
+    """
+    path = Path(path).with_suffix("")
+    model.save(path.with_suffix(".zip"))
+    save_model(model.policy, str(path.with_suffix(".safetensors")))  # tied weights are stored once
+    return path
+
+
+def load(algo_class, path: str | Path, env=None, device: str = "auto", **kwargs):
+    """Load what ``save`` wrote: ``algo_class.load`` of the zip, then the policy's weights from the
+    safetensors file (a missing or mismatched tensor is an error)."""
+    path = Path(path).with_suffix("")
+    weights = path.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing: agents.load expects what agents.save wrote")
+    model = algo_class.load(path.with_suffix(".zip"), env=env, device=device, **kwargs)
+    load_model(model.policy, str(weights), device=str(model.device))
+    return model
+
+
 class LLMActorCriticPolicy(_LLMActorCritic, ActorCriticPolicy):
     """A causal LM actor with a value head, for stock ``stable_baselines3.PPO``.
 
@@ -246,4 +282,4 @@ class MaskableLLMActorCriticPolicy(_LLMActorCritic, MaskableActorCriticPolicy):
     """The same policy for ``sb3_contrib.MaskablePPO``, which passes the env's ``action_masks()``."""
 
 
-__all__ = ["LLMActorCriticPolicy", "MaskableLLMActorCriticPolicy", "apply_lora", "check_spaces"]
+__all__ = ["LLMActorCriticPolicy", "MaskableLLMActorCriticPolicy", "apply_lora", "check_spaces", "load", "save"]

@@ -8,11 +8,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
 
+import agents
 import textgym  # noqa: F401  (registers the envs)
 from agents import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy
 from textgym.envs import TextGenerationEnv
@@ -105,6 +107,25 @@ def test_stock_ppo_learns_and_save_load_round_trips(tmp_path):
     np.testing.assert_array_equal(actions, loaded_actions)
     for key, value in model.policy.state_dict().items():
         torch.testing.assert_close(loaded.policy.state_dict()[key], value)
+
+
+def test_agents_save_keeps_the_weights_in_safetensors_and_load_reads_them(tmp_path):
+    model = make_ppo()
+    model.learn(16)
+    path = agents.save(model, tmp_path / "ppo")
+    weights = load_file(tmp_path / "ppo.safetensors")
+    assert "value_head.weight" in weights
+    torch.testing.assert_close(weights["value_head.weight"], model.policy.value_head.weight.detach())
+    obs = model.get_env().reset()
+    loaded = agents.load(PPO, path, device="cpu")
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    # The weights come from the safetensors file, not the zip: edit the file and load sees the edit.
+    weights["value_head.bias"] = torch.full_like(weights["value_head.bias"], 7.0)
+    save_file(weights, tmp_path / "ppo.safetensors")
+    assert agents.load(PPO, path, device="cpu").policy.value_head.bias.item() == 7.0
+    (tmp_path / "ppo.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="ppo.safetensors is missing"):
+        agents.load(PPO, path)
 
 
 def test_maskable_ppo_respects_action_masks(tmp_path):

@@ -32,6 +32,6 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_command():
     commands = [line.split("#")[0].strip() for line in code_blocks("bash")[0].splitlines() if line.strip()]
     assert len(commands) == 2
     main_job, tests = commands
-    assert main_job.endswith("python -m textgym.demo")
+    assert main_job.endswith("textgym train textgym/Sentiment-v0")
     assert tests.endswith("python -m pytest -q")
     assert tests in (ROOT / ".ci" / "run").read_text()

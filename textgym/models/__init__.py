@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -109,20 +111,28 @@ def load_sequence_classifier(
     )
 
 
-def save_pretrained_atomically(out: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                               extra_files: dict[str, str] | None = None) -> Path:
-    """Save ``model`` and ``tokenizer`` in HF format (safetensors), with ``extra_files`` (name ->
-    text) beside them, into a sibling temp dir that is then swapped in: a crash never leaves a
-    half-written model."""
+@contextmanager
+def atomic_directory(out: str | Path) -> Iterator[Path]:
+    """Yield a sibling temp dir to fill; on success it is swapped in for ``out``, so a crash (or an
+    exception inside the block) never leaves ``out`` half-written or loses the previous one."""
     out = Path(out)
     tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    for name, text in (extra_files or {}).items():
-        (tmp / name).write_text(text)
+    tmp.mkdir(parents=True)
+    yield tmp
     if out.exists():
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
-    return out
+
+
+def save_pretrained_atomically(out: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                               extra_files: dict[str, str] | None = None) -> Path:
+    """Save ``model`` and ``tokenizer`` in HF format (safetensors), with ``extra_files`` (name ->
+    text) beside them, atomically (see ``atomic_directory``)."""
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+    return Path(out)

@@ -1,0 +1,60 @@
+"""Token-level math the algorithms share: masked statistics, returns-to-go, the clipped objective.
+
+Every tensor is (episodes, completion tokens) with a float ``mask`` marking the tokens an episode
+actually took; padding after an episode's end never enters a mean.
+
+Example:
+    >>> import torch
+    >>> from agents.trainers.core import returns_to_go
+    >>> returns_to_go(torch.tensor([[1.0, 0.0, 2.0]]), torch.ones(1, 3))
+    tensor([[3., 2., 2.]])
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Scale to unit variance over the masked entries (and centre them, if ``shift_mean``)."""
+    mean = masked_mean(values, mask)
+    var = masked_mean((values - mean) ** 2, mask)
+    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    return (whitened if shift_mean else whitened + mean) * mask
+
+
+def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Undiscounted sum of the rewards from each token to the episode's end."""
+    rewards = rewards * mask
+    return rewards.flip(1).cumsum(1).flip(1) * mask
+
+
+def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                        mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO's clipped surrogate (Schulman et al. 2017), averaged over tokens."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    stats = {"val/ratio": masked_mean(ratio, mask).item(),
+             "val/clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
+             "policy/approx_kl": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask).item()}
+    return loss, stats
+
+
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token KL(pi || ref) from sampled tokens (Schulman, "Approximating KL divergence", 2020).
+
+    k1 = log pi - log ref is unbiased but can be negative; k3 = (r - 1) - log r with
+    r = ref / pi is unbiased and never negative, with lower variance near pi = ref.
+    """
+    log_ratio = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k3":
+        return torch.expm1(log_ratio) - log_ratio
+    raise ValueError(f"kl estimator must be 'k1' or 'k3', got {estimator!r}")

@@ -1,0 +1,64 @@
+"""GRPO (Shao et al. 2024, DeepSeekMath): k samples per prompt, advantages normalised in the group.
+
+No critic: each prompt is sampled ``group_size`` times and a completion's advantage is its return
+minus the group's mean, over the group's standard deviation. Textgym's rewards arrive per token,
+so the advantage of token t uses the return from t on (the process-supervision form of the paper):
+
+    A_t = (G_t - mean_group G_0) / std_group G_0,    G_t = sum of the rewards from token t on.
+
+With sparse rewards G_t = G_0 and this is outcome-supervised GRPO exactly. With potential-based
+shaping G_t = score - Phi(prefix before t), so the potential acts as a per-token baseline. The KL
+to the reference is a loss term with the k3 estimator, weighted by the KL coefficient.
+
+Example (``textgym train ENV_ID --algo grpo``; here a group of 2 samples, sparse rewards):
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> from agents.trainers import TrainConfig
+    >>> from agents.trainers.grpo import GRPO
+    >>> rewards, mask = torch.tensor([[0.0, 1.0], [0.0, 0.0]]), torch.ones(2, 2)
+    >>> old = SimpleNamespace(logprobs=torch.zeros(2, 2))
+    >>> grpo = GRPO(TrainConfig(algo="grpo", group_size=2, num_envs=2, minibatch_size=2))
+    >>> grpo.targets(SimpleNamespace(completion_mask=mask), old, rewards, None)["advantages"]
+    tensor([[ 0.7070,  0.7070],
+            [-0.7070, -0.7070]])
+"""
+
+from __future__ import annotations
+
+import torch
+
+from agents.trainers.config import TrainConfig
+from agents.trainers.core import clipped_policy_loss, kl_estimate, masked_mean, returns_to_go
+from agents.trainers.policy import TokenOutputs
+from agents.trainers.rollout import Batch
+
+
+class GRPO:
+    uses_values = False
+    kl_in_reward = False
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+
+    def targets(self, batch: Batch, old: TokenOutputs, rewards: torch.Tensor, ref_logprobs: torch.Tensor | None
+                ) -> dict[str, torch.Tensor]:
+        mask = batch.completion_mask
+        returns = returns_to_go(rewards, mask)
+        outcome = returns[:, 0].view(-1, self.config.group_size)  # rows of one group are adjacent
+        mean = outcome.mean(1).repeat_interleave(self.config.group_size)
+        std = outcome.std(1).repeat_interleave(self.config.group_size)
+        advantages = (returns - mean[:, None]) / (std[:, None] + 1e-4) * mask
+        targets = {"old_logprobs": old.logprobs, "advantages": advantages}
+        if ref_logprobs is not None:
+            targets["ref_logprobs"] = ref_logprobs
+        return targets
+
+    def loss(self, new: TokenOutputs, rows: dict[str, torch.Tensor], mask: torch.Tensor, kl_coef: float
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, stats = clipped_policy_loss(new.logprobs, rows["old_logprobs"], rows["advantages"], mask,
+                                          self.config.clip_range)
+        stats |= {"policy/entropy": masked_mean(new.entropy, mask).item(), "policy/loss": loss.item()}
+        if "ref_logprobs" in rows:
+            kl = masked_mean(kl_estimate(new.logprobs, rows["ref_logprobs"], "k3"), mask)
+            loss = loss + kl_coef * kl
+        return loss, stats

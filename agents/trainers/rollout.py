@@ -1,0 +1,180 @@
+"""The rollout every trainer shares: one episode per env, one sampled token per env per step.
+
+Each step samples a token for all N envs from the policy (with a KV cache, like ``generate()``)
+and passes the tokens to ``envs.step``, so every token goes through the Gymnasium vector env and
+its immediate-reward wrappers, and their per-token rewards come back. An env whose episode has
+ended keeps receiving (ignored) tokens until every env is done: the batch stays rectangular, as in
+``generate()``. The result is a ``Batch`` of (prompt, completion) rows ready for one full forward.
+
+Example:
+    >>> import gymnasium as gym, torch, textgym
+    >>> from agents.trainers.rollout import Rollout, Sampling
+    >>> from textgym.models import load_causal_lm
+    >>> envs = gym.make_vec("textgym/Arithmetic-v0", num_envs=4, reward_mode="immediate")
+    >>> batch = Rollout(envs, Sampling()).collect(load_causal_lm("tiny", device="cpu"), seeds=[0, 1, 2, 3],
+    ...                                         generator=torch.Generator().manual_seed(0))
+    >>> batch.ids.shape[0], batch.rewards.shape == batch.completion_mask.shape, len(batch.completions)
+    (4, True, 4)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from agents.trainers.policy import autocast
+from textgym.models.cache import positions
+from textgym.tasks import TASKS
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are drawn: transformers' own warpers, as ``generate(do_sample=True)`` applies them."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    @classmethod
+    def from_config(cls, config) -> Sampling:
+        """The sampling fields of a ``TrainConfig``."""
+        return cls(config.temperature, config.top_k, config.top_p)
+
+    def warpers(self) -> LogitsProcessorList:
+        warpers = LogitsProcessorList()
+        if self.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_k > 0:
+            warpers.append(TopKLogitsWarper(self.top_k))
+        if self.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(self.top_p))
+        return warpers
+
+
+@dataclass
+class Batch:
+    """N finished episodes as left-padded prompt + right-padded completion rows."""
+
+    ids: torch.Tensor  # (N, P + T)
+    mask: torch.Tensor  # (N, P + T): prompt tokens and the episode's own completion tokens
+    completion_mask: torch.Tensor  # (N, T) float: 1 for the tokens the episode took
+    rewards: torch.Tensor  # (N, T): the env's per-token rewards (wrappers included)
+    scores: torch.Tensor  # (N,): the task score of each episode
+    ended_by_eos: torch.Tensor  # (N,) bool
+    prompts: list[str]
+    completions: list[str]
+    seconds: float  # wall time of the rollout
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.completion_mask.shape[1]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(1)
+
+
+def task_name(env_id: str) -> str | None:
+    """The task behind a registered ``textgym/<Task>-v0`` id, or None for other ids."""
+    name = env_id.removeprefix("textgym/").removesuffix("-v0")
+    return name if env_id.startswith("textgym/") and name in TASKS else None
+
+
+def make_envs(env_id: str, num_envs: int, env_kwargs: dict | None = None, split: str | None = None):
+    """``gym.make_vec(env_id, num_envs)``; ``split`` applies to task envs only (others have one prompt set)."""
+    registered = sorted(i for i in gym.registry if i.startswith("textgym/"))
+    if env_id not in gym.registry:
+        raise ValueError(f"unknown env id {env_id!r}; registered textgym ids are {registered}")
+    kwargs = dict(env_kwargs or {})
+    if split is not None and task_name(env_id):
+        kwargs["split"] = split
+    return gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+
+
+class Rollout:
+    """Drives a textgym vector env with a causal LM, one token per env per step."""
+
+    def __init__(self, envs, sampling: Sampling):
+        self.envs, self.sampling, self.warpers = envs, sampling, sampling.warpers()
+        mdp = envs.unwrapped.mdp
+        self.max_new_tokens, self.pad_id, self.vocab = mdp.max_new_tokens, mdp.pad_id, mdp.vocab_size
+
+    def _sample(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        scores = self.warpers(None, logits[:, : self.vocab].float())  # models may pad their vocabulary
+        return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
+
+    @torch.no_grad()
+    def collect(self, lm, seeds: list[int], generator: torch.Generator) -> Batch:
+        """One episode per env, env ``i`` reset with ``seeds[i]`` (equal seeds: the same prompt)."""
+        start = time.perf_counter()
+        n, device = self.envs.num_envs, lm.device
+        obs, info = self.envs.reset(seed=seeds)
+        prompts = [str(p) for p in info["prompt"]]
+        # At reset the first max_new_tokens columns are padding; then skip the columns no prompt reaches.
+        prompt_ids = torch.from_numpy(obs["input_ids"][:, self.max_new_tokens :]).to(device)
+        prompt_mask = torch.from_numpy(obs["attention_mask"][:, self.max_new_tokens :]).to(device)
+        first = int(prompt_mask.any(0).nonzero()[0])
+        prompt_ids, prompt_mask = prompt_ids[:, first:], prompt_mask[:, first:]
+
+        tokens = torch.full((n, self.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
+        rewards = np.zeros((n, self.max_new_tokens), np.float32)
+        taken = np.zeros((n, self.max_new_tokens), bool)
+        scores, eos = np.zeros(n), np.zeros(n, bool)
+        completions = [""] * n
+        alive = np.ones(n, bool)
+        mask = prompt_mask
+        with autocast(device):
+            out = lm(input_ids=prompt_ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
+                     logits_to_keep=1)
+        steps = 0
+        for t in range(self.max_new_tokens):
+            token = self._sample(out.logits[:, -1], generator)
+            _, reward, terminated, truncated, info = self.envs.step(token.cpu().numpy())
+            tokens[:, t], rewards[alive, t], taken[alive, t] = token, reward[alive], True
+            ended = alive & (terminated | truncated)
+            for i in np.flatnonzero(ended):
+                scores[i], completions[i], eos[i] = info["score"][i], info["completion"][i], terminated[i]
+            alive &= ~ended
+            steps = t + 1
+            if not alive.any():
+                break
+            position = mask.sum(-1, keepdim=True)
+            mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
+            with autocast(device):
+                out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                         past_key_values=out.past_key_values, use_cache=True)
+        completion_mask = torch.from_numpy(taken[:, :steps]).to(device)
+        tokens = torch.where(completion_mask, tokens[:, :steps], self.pad_id)
+        return Batch(
+            ids=torch.cat([prompt_ids, tokens], dim=1),
+            mask=torch.cat([prompt_mask, completion_mask.long()], dim=1),
+            completion_mask=completion_mask.float(),
+            rewards=torch.from_numpy(rewards[:, :steps]).to(device),
+            scores=torch.from_numpy(scores).float().to(device),
+            ended_by_eos=torch.from_numpy(eos).to(device),
+            prompts=prompts,
+            completions=completions,
+            seconds=time.perf_counter() - start,
+        )
+
+
+def evaluate(lm, env_id: str, env_kwargs: dict | None, episodes: int, sampling: Sampling, seed: int = 0,
+             split: str = "test") -> list[dict]:
+    """``episodes`` episodes of ``lm`` on the ``split`` prompts of ``env_id`` (seeded: the same prompts
+    for every model); each a dict of prompt, completion and score."""
+    envs = make_envs(env_id, episodes, env_kwargs, split=split)
+    batch = Rollout(envs, sampling).collect(lm, [seed + i for i in range(episodes)],
+                                            torch.Generator(lm.device).manual_seed(seed))
+    envs.close()
+    return [{"prompt": p, "completion": c, "score": float(s)}
+            for p, c, s in zip(batch.prompts, batch.completions, batch.scores.tolist())]

@@ -1,0 +1,102 @@
+"""``textgym train --algo sb3-ppo | sb3-maskable-ppo``: stock stable-baselines3 with the LLM policy.
+
+The same ``TrainConfig`` drives it: ``num_envs`` envs (``DummyVecEnv``) of ``max_new_tokens``
+steps per rollout, ``minibatch_size`` episodes' worth of transitions per gradient step, and the
+shared PPO fields. A callback writes the trainers' metric names to ``metrics.csv`` and
+TensorBoard, and the run ends with a checkpoint (``agents.save``: SB3's zip plus the policy's
+weights in safetensors beside it).
+
+Example:
+    >>> import tempfile
+    >>> from agents.trainers import TrainConfig
+    >>> from agents.trainers.sb3 import train_sb3
+    >>> config = TrainConfig(env_id="textgym/Arithmetic-v0", algo="sb3-ppo", steps=64, num_envs=2,
+    ...                      minibatch_size=1, epochs=1, out=tempfile.mkdtemp(), device="cpu")
+    >>> sorted(p.name for p in train_sb3(config, progress=False).iterdir())
+    ['model.safetensors', 'model.zip', 'state.json']
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+
+from agents.policies import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy, save
+from agents.trainers.config import TrainConfig
+from agents.trainers.metrics import MetricsLog, plot_learning_curve
+from textgym.models import atomic_directory
+
+SB3_NAMES = {"train/clip_fraction": "val/clipfrac", "train/value_loss": "val/value_loss",
+             "train/policy_gradient_loss": "policy/loss", "train/approx_kl": "policy/approx_kl"}
+
+
+class MetricsCallback(BaseCallback):
+    """One metrics row per rollout + update, under the batched trainers' names."""
+
+    def __init__(self, log: MetricsLog):
+        super().__init__()
+        self.log, self.scores, self.lengths, self.eos = log, [], [], []
+        self.iteration, self.start = 0, time.perf_counter()
+
+    def _on_step(self) -> bool:
+        for info, done in zip(self.locals["infos"], self.locals["dones"]):
+            if done and "score" in info:
+                self.scores.append(info["score"])
+                self.lengths.append(len(info["completion_ids"]))
+                self.eos.append(not info.get("TimeLimit.truncated", False))
+        return True
+
+    def _on_rollout_start(self) -> None:  # the previous rollout's update has just run: log both
+        if self.scores:
+            self._write_row()
+
+    def _on_training_end(self) -> None:
+        if self.scores:
+            self._write_row()
+
+    def _write_row(self) -> None:
+        trained = self.model.logger.name_to_value
+        self.iteration += 1
+        row = {"step": self.num_timesteps, "iteration": self.iteration,
+               "objective/score": float(np.mean(self.scores)), "objective/kl": float("nan"),
+               "env/episode_len": float(np.mean(self.lengths)), "env/eos_rate": float(np.mean(self.eos)),
+               "time/tokens_per_s": self.num_timesteps / (time.perf_counter() - self.start)}
+        row |= {ours: float(trained[theirs]) for theirs, ours in SB3_NAMES.items() if theirs in trained}
+        if "train/entropy_loss" in trained:
+            row["policy/entropy"] = -float(trained["train/entropy_loss"])
+        self.log.log(row)
+        self.scores, self.lengths, self.eos = [], [], []
+
+
+def train_sb3(config: TrainConfig, progress: bool = True) -> Path:
+    """Train with stock SB3 PPO or MaskablePPO; returns the checkpoint directory."""
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import PPO
+
+    algo, policy = (PPO, LLMActorCriticPolicy) if config.algo == "sb3-ppo" else (MaskablePPO,
+                                                                                   MaskableLLMActorCriticPolicy)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    envs = make_vec_env(config.env_id, n_envs=config.num_envs, seed=config.seed, env_kwargs=config.env_kwargs)
+    horizon = gym.make(config.env_id, **config.env_kwargs).unwrapped.mdp.max_new_tokens
+    lora = {"r": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_dropout": 0.0} if config.lora else None
+    model = algo(policy, envs, learning_rate=config.lr, n_steps=horizon, batch_size=config.minibatch_size * horizon,
+                 n_epochs=config.epochs, gamma=config.gamma, gae_lambda=config.gae_lambda,
+                 clip_range=config.clip_range, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
+                 max_grad_norm=config.max_grad_norm, seed=config.seed, device=config.device or "auto",
+                 policy_kwargs={"model": config.model, "lora": lora, "temperature": config.temperature})
+    log = MetricsLog(out, config.steps, progress=progress)
+    model.learn(config.steps, callback=MetricsCallback(log))
+    log.close()
+    with atomic_directory(out / "checkpoint") as tmp:
+        save(model, tmp / "model")
+        (tmp / "state.json").write_text(json.dumps({"config": config.to_dict(), "steps": model.num_timesteps}))
+    if log.rows:
+        plot_learning_curve(log.rows, out / "learning_curve.png", config.env_id)
+    return out / "checkpoint"

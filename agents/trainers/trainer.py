@@ -1,0 +1,253 @@
+"""``Trainer``: the loop every batched algorithm shares.
+
+Each iteration:
+
+1. **Rollout.** One episode in each of ``num_envs`` envs (``gym.make_vec``), a sampled token per
+   env per step, rewards from the env's wrappers (``rollout.py``).
+2. **Score the batch.** One forward over the full sequences gives the log-probs (and values) of
+   every completion token; one more gives the reference's log-probs, and so the per-token KL.
+3. **Update.** The algorithm (``ppo.py``, ``grpo.py``, ``rloo.py``) turns the batch into targets,
+   then ``epochs`` passes of shuffled minibatches minimise its loss.
+4. **Log and checkpoint.** A row of stable metrics; a checkpoint every ``checkpoint_every``
+   iterations and at the end.
+
+Several processes (``accelerate launch`` / ``torchrun``) each roll out their own envs; DDP
+all-reduces the gradients, so every process holds the same weights. Randomness (env seeds and
+token sampling) is drawn from generators seeded by (seed, process, iteration), so a run resumed
+from a checkpoint replays exactly what the uninterrupted run would have done.
+
+Example:
+    >>> import tempfile
+    >>> from agents.trainers import TrainConfig, Trainer
+    >>> config = TrainConfig(env_id="textgym/Arithmetic-v0", steps=96, num_envs=8, minibatch_size=8,
+    ...                      out=tempfile.mkdtemp(), device="cpu")
+    >>> trainer = Trainer(config, progress=False)
+    >>> checkpoint = trainer.train()
+    >>> trainer.steps >= 96, sorted(p.name for p in checkpoint.parent.iterdir())[:3]
+    (True, ['checkpoint', 'learning_curve.png', 'metrics.csv'])
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.trainers.checkpoint import load_checkpoint, read_state, save_checkpoint
+from agents.trainers.config import TrainConfig
+from agents.trainers.core import kl_estimate, masked_mean
+from agents.trainers.grpo import GRPO
+from agents.trainers.kl import KLController
+from agents.trainers.metrics import MetricsLog, plot_learning_curve
+from agents.trainers.policy import Reference, TokenPolicy
+from agents.trainers.ppo import PPO
+from agents.trainers.rloo import RLOO
+from agents.trainers.rollout import Rollout, Sampling, evaluate, make_envs
+from textgym.models import load_tokenizer, save_pretrained_atomically
+
+ALGORITHMS = {"ppo": PPO, "grpo": GRPO, "rloo": RLOO}
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the gradients became NaN or infinite."""
+
+
+class Trainer:
+    """Batched PPO / GRPO / RLOO on a textgym env id. ``Trainer.resume(out)`` continues a run."""
+
+    def __init__(self, config: TrainConfig, progress: bool = True, checkpoint: Path | None = None):
+        from accelerate import Accelerator
+
+        if config.algo not in ALGORITHMS:
+            raise ValueError(f"Trainer runs {sorted(ALGORITHMS)}; {config.algo!r} runs through stable-baselines3 "
+                             "(agents.trainers.sb3.train_sb3)")
+        self.config = c = config
+        self.out = Path(c.out)
+        self.accelerator = Accelerator(cpu=c.device == "cpu")
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.envs = make_envs(c.env_id, c.num_envs, c.env_kwargs)  # fails early on an unknown id
+        self.sampling = Sampling.from_config(c)
+        self.rollout = Rollout(self.envs, self.sampling)
+        self.algo = ALGORITHMS[c.algo](c)
+
+        lora = {"r": c.lora_rank, "lora_alpha": c.lora_alpha, "lora_dropout": 0.0} if c.lora else None
+        policy = TokenPolicy.load(c.model, with_value=self.algo.uses_values, lora=lora,
+                                  temperature=c.temperature).to(self.accelerator.device)
+        if policy.vocab != len(self.envs.unwrapped.tokenizer):
+            raise ValueError(f"model {c.model!r} has a {policy.vocab}-token vocabulary but {c.env_id} acts over "
+                             f"Discrete({len(self.envs.unwrapped.tokenizer)}); pass the env's tokenizer's model")
+        self.reference = Reference(policy) if c.uses_reference else None
+        optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=c.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        self.scheduler = scheduler
+        self.kl = KLController(c.kl_coef, c.kl_target, c.kl_horizon)
+        self.generator = torch.Generator(self.accelerator.device)
+        self.steps = self.iteration = 0
+        if checkpoint is not None:
+            state = read_state(checkpoint)
+            load_checkpoint(checkpoint, self.policy, self.optimizer, self.scheduler)
+            self.steps, self.iteration = state["steps"], state["iteration"]
+            self.kl.load_state_dict(state["kl"])
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = MetricsLog(self.out, c.steps, resume_step=self.steps if checkpoint else None,
+                              enabled=self.accelerator.is_main_process, progress=progress)
+
+    @classmethod
+    def resume(cls, out: str | Path, progress: bool = True, **overrides) -> Trainer:
+        """Continue the run in ``out`` from its checkpoint (``overrides``: e.g. a larger ``steps``)."""
+        checkpoint = Path(out) / "checkpoint"
+        config = TrainConfig.from_dict({**read_state(checkpoint)["config"], "out": str(out), **overrides})
+        return cls(config, progress=progress, checkpoint=checkpoint)
+
+    @property
+    def policy(self) -> TokenPolicy:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _lr_factor(self, _: int) -> float:
+        return 1.0 if self.config.lr_schedule == "constant" else max(0.0, 1.0 - self.steps / self.config.steps)
+
+    def _seed_iteration(self) -> list[int]:
+        """Seed the sampler and draw the envs' seeds from (seed, process, iteration). GRPO and RLOO
+        give each run of ``group_size`` adjacent envs one seed, hence one prompt."""
+        key = [self.config.seed, self.rank, self.iteration]
+        self.generator.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+        base = int(np.random.default_rng(key).integers(2**31 - self.config.num_envs))
+        group = self.config.group_size if self.config.algo in ("grpo", "rloo") else 1
+        return [base + i // group for i in range(self.config.num_envs)]
+
+    # --- one iteration --------------------------------------------------------------------------
+
+    def _iteration(self) -> dict[str, float]:
+        c, start = self.config, time.perf_counter()
+        batch = self.rollout.collect(self.policy.lm, self._seed_iteration(), self.generator)
+        mask, width = batch.completion_mask, batch.completion_tokens
+        with torch.no_grad():
+            old = self.policy(batch.ids, batch.mask, width)
+            ref = None if self.reference is None else self.reference.logprobs(batch.ids, batch.mask, width)
+        kl = torch.zeros_like(mask) if ref is None else kl_estimate(old.logprobs, ref, c.kl_estimator) * mask
+        rewards = batch.rewards - self.kl.coef * kl if self.algo.kl_in_reward else batch.rewards
+        stats = self._optimize(batch, self.algo.targets(batch, old, rewards, ref))
+        tokens = int(self.accelerator.reduce(mask.sum().long(), "sum").item())
+        self.steps += tokens
+        self.iteration += 1
+        row = {
+            "objective/score": batch.scores.mean().item(),
+            "objective/reward": (batch.rewards * mask).sum(1).mean().item(),
+            "objective/kl": kl.sum(1).mean().item(),
+            "objective/kl_per_token": masked_mean(kl, mask).item(),
+            "objective/kl_coef": self.kl.coef,
+            "env/episode_len": batch.lengths.mean().item(),
+            "env/eos_rate": batch.ended_by_eos.float().mean().item(),
+            "time/rollout_tokens_per_s": mask.sum().item() / batch.seconds,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **stats,
+        }
+        row = self._mean_over_processes(row)
+        row["time/tokens_per_s"] = tokens / (time.perf_counter() - start)
+        self.kl.update(row["objective/kl"], tokens)
+        if row["objective/kl_per_token"] < -1e-6:  # float noise aside, a true KL is never negative
+            warnings.warn(f"the mean KL to the reference is negative ({row['objective/kl']:.4f} per episode) at step "
+                          f"{self.steps}: the {c.kl_estimator} estimate is off (too few samples, or sampling "
+                          "settings differ from scoring); kl_estimator='k3' is never negative", RuntimeWarning,
+                          stacklevel=2)
+        return {"step": self.steps, "iteration": self.iteration, **row}
+
+    def _optimize(self, batch, targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        c, stats = self.config, defaultdict(list)
+        n = batch.ids.shape[0]
+        for _ in range(c.epochs):
+            order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(batch.ids.device)
+            for rows in order.split(c.minibatch_size):
+                new = self.model(batch.ids[rows], batch.mask[rows], batch.completion_tokens)
+                loss, step_stats = self.algo.loss(new, {k: v[rows] for k, v in targets.items()},
+                                                  batch.completion_mask[rows], self.kl.coef)
+                self.optimizer.zero_grad()
+                self.accelerator.backward(loss)
+                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                    raise TrainingDiverged(
+                        f"the {c.algo} loss is {loss.item()} (gradient norm {float(grad_norm)}) at iteration "
+                        f"{self.iteration + 1}, step {self.steps}; training stopped before the update, and the "
+                        f"last good checkpoint in {self.out / 'checkpoint'} is kept. Try a lower lr (now {c.lr}).")
+                self.optimizer.step()
+                for key, value in step_stats.items():
+                    stats[key].append(value)
+                stats["val/grad_norm"].append(float(grad_norm))
+        self.scheduler.step()
+        return {key: float(np.mean(values)) for key, values in stats.items()}
+
+    def _mean_over_processes(self, row: dict[str, float]) -> dict[str, float]:
+        if self.world == 1:
+            return row
+        values = torch.tensor(list(row.values()), dtype=torch.float64, device=self.accelerator.device)
+        return dict(zip(row, self.accelerator.reduce(values, "mean").tolist()))
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def train(self, until: int | None = None) -> Path:
+        """Train until ``config.steps`` env steps (or stop at ``until``, checkpointed, as if
+        interrupted); the checkpoint's path."""
+        limit = min(self.config.steps, until or self.config.steps)
+        main = self.accelerator.is_main_process
+        if self.iteration == 0 and main:
+            self._write_samples("before")
+        while self.steps < limit:
+            self.log.log(self._iteration())
+            if self.iteration % self.config.checkpoint_every == 0:
+                self.save()
+        checkpoint = self.save()
+        if self.steps >= self.config.steps and main:
+            self._finish()
+        self.log.close()
+        return checkpoint
+
+    def save(self) -> Path:
+        """Checkpoint the run (main process only: DDP keeps every process's weights equal)."""
+        checkpoint = self.out / "checkpoint"
+        if self.accelerator.is_main_process:
+            state = {"config": self.config.to_dict(), "steps": self.steps, "iteration": self.iteration,
+                     "kl": self.kl.state_dict(), "processes": self.world}
+            save_checkpoint(checkpoint, self.policy, self.optimizer, self.scheduler, state)
+        self.accelerator.wait_for_everyone()
+        return checkpoint
+
+    def _finish(self) -> None:
+        """The end of a run: the trained LM in HF format, samples after training, the curve."""
+        lm = self.policy.lm
+        if self.policy.uses_lora:
+            lm = copy.deepcopy(lm).merge_and_unload()
+        save_pretrained_atomically(self.out / "model", lm, load_tokenizer(self.config.model))
+        self._write_samples("after")
+        plot_learning_curve(self.log.rows, self.out / "learning_curve.png", self.config.env_id)
+
+    def _write_samples(self, when: str) -> None:
+        """Completions for the same test prompts before and after training, in ``samples.md``."""
+        samples = evaluate(self.policy.lm, self.config.env_id, self.config.env_kwargs, self.config.sample_prompts,
+                           self.sampling, seed=self.config.seed)
+        path = self.out / "samples.json"
+        record = json.loads(path.read_text()) if path.exists() and when == "after" else {}
+        record[when] = samples
+        path.write_text(json.dumps(record, indent=1))
+        if "after" in record:
+            write_samples_markdown(record, self.out / "samples.md", self.config.env_id)
+
+
+def write_samples_markdown(record: dict[str, list[dict]], path: Path, env_id: str) -> None:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"# {env_id}: test prompts, before and after training", "",
+             "| prompt | before | score | after | score |", "| --- | --- | --- | --- | --- |"]
+    for before, after in zip(record["before"], record["after"]):
+        lines.append(f"| {cell(before['prompt'])} | {cell(before['completion'])} | {before['score']:.3f} "
+                     f"| {cell(after['completion'])} | {after['score']:.3f} |")
+    means = [np.mean([s["score"] for s in record[k]]) for k in ("before", "after")]
+    lines += ["", f"Mean score: {means[0]:.3f} before, {means[1]:.3f} after."]
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,42 @@
+"""Run by tests/test_trainers.py under ``torch.distributed.run`` with two CPU processes (gloo)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from agents.trainers import TrainConfig, Trainer
+from agents.trainers.checkpoint import trainable_state
+
+
+def main(out: Path) -> None:
+    config = TrainConfig(env_id="textgym/Arithmetic-v0", steps=150, num_envs=8, minibatch_size=4, epochs=2,
+                         lr=1e-3, out=str(out / "run"), device="cpu")
+    trainer = Trainer(config, progress=False)
+    assert trainer.world == 2, f"expected 2 processes, got {trainer.world}"
+    if trainer.rank == 0:
+        save_file(trainable_state(trainer.policy), out / "initial.safetensors")
+    collect, seen = trainer.rollout.collect, []
+
+    def recording_collect(*args, **kwargs):
+        batch = collect(*args, **kwargs)
+        seen.extend(batch.completions)
+        return batch
+
+    trainer.rollout.collect = recording_collect
+    trainer.train()
+    save_file(trainable_state(trainer.policy), out / f"rank{trainer.rank}.safetensors")
+    record = out / "completions.json"
+    trainer.accelerator.wait_for_everyone()
+    for rank in range(2):  # one writer at a time
+        if trainer.rank == rank:
+            done = json.loads(record.read_text()) if record.exists() else {}
+            record.write_text(json.dumps(done | {str(rank): seen}))
+        trainer.accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

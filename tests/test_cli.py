@@ -1,0 +1,85 @@
+"""The ``textgym`` command line: train (batched and SB3), eval, list, config files and bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agents.cli import main
+from agents.trainers.checkpoint import read_state
+from agents.trainers.metrics import read_metrics
+
+SMALL = ["--steps", "60", "--num-envs", "4", "--minibatch-size", "2", "--epochs", "1", "--device", "cpu", "--quiet",
+         "--sample-prompts", "2"]
+
+
+def test_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "textgym/Arithmetic-v0", "--algo", "rloo", "--group-size", "2", "--out", str(out), *SMALL]) == 0
+    assert {"metrics.csv", "learning_curve.png", "samples.md", "checkpoint", "tensorboard"} <= {
+        p.name for p in out.iterdir()}
+    assert read_state(out / "checkpoint")["config"]["algo"] == "rloo"
+    capsys.readouterr()
+    assert main(["eval", str(out), "--episodes", "6", "--samples", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "textgym/Arithmetic-v0 (test), 6 episodes" in printed and "score mean" in printed
+    assert printed.count("\n- ") == 2
+
+
+def test_yaml_config_sets_fields_and_flags_override_it(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("env_id: textgym/Arithmetic-v0\nalgo: grpo\ngroup_size: 2\nlr: 0.001\nkl_coef: 0.2\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--lr", "0.0005", "--out", str(out), *SMALL]) == 0
+    saved = read_state(out / "checkpoint")["config"]
+    assert (saved["env_id"], saved["algo"], saved["kl_coef"], saved["lr"]) == ("textgym/Arithmetic-v0", "grpo", 0.2,
+                                                                               0.0005)
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "textgym/Arithmetic-v0", "--out", str(out), *SMALL]
+    assert main(args) == 0
+    steps = read_state(out / "checkpoint")["steps"]
+    assert main([*args, "--resume", "--steps", "120"]) == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[-1]["step"] >= 120 and read_state(out / "checkpoint")["steps"] > steps
+    assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1))
+
+
+@pytest.mark.parametrize("algo", ["sb3-ppo", "sb3-maskable-ppo"])
+def test_train_with_stable_baselines3(tmp_path, algo):
+    out = tmp_path / "run"
+    assert main(["train", "textgym/Arithmetic-v0", "--algo", algo, "--out", str(out), "--steps", "48",
+                 "--num-envs", "2", "--minibatch-size", "1", "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
+    assert {"model.zip", "model.safetensors"} <= {p.name for p in (out / "checkpoint").iterdir()}
+    rows = read_metrics(out / "metrics.csv")
+    assert rows and 0 <= rows[-1]["objective/score"] <= 1 and "val/clipfrac" in rows[-1]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "textgym/Nope-v0"], "unknown env id 'textgym/Nope-v0'; registered textgym ids are"),
+    (["train", "--lr", "-1"], "lr must be > 0, got -1.0"),
+    (["train", "--algo", "grpo", "--group-size", "1"], "group_size must be >= 2"),
+    (["train", "--kl-target", "0"], "kl_target must be > 0"),
+    (["train", "--kl-horizon", "0"], "kl_horizon must be a positive int, got 0"),
+    (["train", "--num-envs", "6", "--minibatch-size", "4"], "must be a multiple of minibatch_size"),
+    (["eval", "tiny"], "is not a textgym run; pass --env ID"),
+])
+def test_bad_input_is_one_clear_line(args, message, capsys):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_list_and_the_console_script(capsys):
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ["Sentiment", "Keywords", "Summarize", "Arithmetic", "Preference", "TextGeneration"]:
+        assert f"textgym/{name}-v0" in listed
+    script = shutil.which("textgym")
+    assert script, "the textgym console script is not installed"
+    result = subprocess.run([script, "list"], capture_output=True, text=True, check=True)
+    assert result.stdout == listed

@@ -1,0 +1,310 @@
+"""The batched trainers: their math, the rollout, checkpoints and exact resume, failure handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import textgym  # noqa: F401
+from agents.trainers import TrainConfig, Trainer, TrainingDiverged
+from agents.trainers.core import kl_estimate, masked_mean, masked_whiten, returns_to_go
+from agents.trainers.grpo import GRPO
+from agents.trainers.kl import KLController
+from agents.trainers.metrics import read_metrics
+from agents.trainers.policy import Reference, TokenOutputs, TokenPolicy
+from agents.trainers.ppo import gae
+from agents.trainers.rloo import RLOO
+from agents.trainers.rollout import Rollout, Sampling
+from textgym.models import load_causal_lm
+
+
+def small_config(tmp_path: Path, **overrides) -> TrainConfig:
+    values = dict(env_id="textgym/Arithmetic-v0", steps=200, num_envs=8, minibatch_size=4, epochs=2,
+                  lr=1e-4, out=str(tmp_path / "run"), device="cpu", checkpoint_every=1, sample_prompts=4)
+    return TrainConfig(**(values | overrides))
+
+
+# --- the math ---------------------------------------------------------------------------------------
+
+
+def test_gae_with_lambda_one_is_return_minus_value_and_stops_at_the_episode_end():
+    rewards = torch.tensor([[0.0, 1.0, 2.0, 9.0]])
+    values = torch.tensor([[0.5, 0.25, 1.0, 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the last column is padding: its reward must not leak in
+    advantages = gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    expected = returns_to_go(rewards, mask) - values * mask
+    torch.testing.assert_close(advantages, expected)
+    one_step = gae(rewards, values, mask, gamma=0.5, lam=0.0)  # TD(0): r + gamma V' - V
+    torch.testing.assert_close(one_step[0, :3], torch.tensor([0 + 0.5 * 0.25 - 0.5, 1 + 0.5 * 1.0 - 0.25, 2 - 1.0]))
+
+
+def test_masked_statistics_ignore_padding():
+    values, mask = torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    assert masked_mean(values, mask).item() == 2.0
+    whitened = masked_whiten(values, mask)
+    assert whitened[0, 2] == 0 and abs(masked_mean(whitened, mask).item()) < 1e-6
+    torch.testing.assert_close(whitened[0, :2], torch.tensor([-1.0, 1.0]), atol=1e-4, rtol=0)
+
+
+def test_kl_estimators():
+    logp, ref = torch.log(torch.tensor([0.5, 0.2])), torch.log(torch.tensor([0.25, 0.4]))
+    torch.testing.assert_close(kl_estimate(logp, ref, "k1"), logp - ref)
+    k3 = kl_estimate(logp, ref, "k3")
+    ratio = (ref - logp).exp()
+    torch.testing.assert_close(k3, ratio - 1 - ratio.log())
+    assert (k3 >= 0).all() and (kl_estimate(logp, ref, "k1") < 0).any()
+    with pytest.raises(ValueError, match="'k2'"):
+        kl_estimate(logp, ref, "k2")
+
+
+def test_kl_controller_fixed_and_adaptive():
+    fixed = KLController(0.1)
+    fixed.update(100.0, 10_000)
+    assert fixed.coef == 0.1
+    adaptive = KLController(0.1, target=2.0, horizon=1000)
+    adaptive.update(4.0, 100)  # above target: clipped +20% error, scaled by 100/1000
+    assert adaptive.coef == pytest.approx(0.1 * 1.02)
+    adaptive.update(1.0, 100)  # below target: shrinks
+    assert adaptive.coef < 0.1 * 1.02
+    restored = KLController(0.0)
+    restored.load_state_dict(adaptive.state_dict())
+    assert restored == adaptive
+
+
+class FakeBatch:
+    def __init__(self, rewards: torch.Tensor, mask: torch.Tensor):
+        self.rewards, self.completion_mask = rewards, mask
+
+
+def test_grpo_advantages_are_group_normalised_returns_to_go(tmp_path):
+    config = small_config(tmp_path, algo="grpo", group_size=2, num_envs=4, minibatch_size=4)
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 3.0], [0.5, 0.5], [0.0, 0.0]])
+    mask = torch.ones(4, 2)
+    old = TokenOutputs(torch.zeros(4, 2), None, torch.zeros(4, 2))
+    advantages = GRPO(config).targets(FakeBatch(rewards, mask), old, rewards, None)["advantages"]
+    # Group 0 returns 1 and 3 (mean 2, std sqrt 2); sparse rewards: every token gets the outcome advantage.
+    torch.testing.assert_close(advantages[:2], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]) / (2**0.5 + 1e-4))
+    # Group 1: per-token rewards -> returns-to-go (1, 0.5) and (0, 0) against the group's outcome mean 0.5.
+    std = torch.tensor([1.0, 0.0]).std()
+    torch.testing.assert_close(advantages[2:], (torch.tensor([[1.0, 0.5], [0.0, 0.0]]) - 0.5) / (std + 1e-4))
+
+
+def test_rloo_baseline_leaves_one_out(tmp_path):
+    config = small_config(tmp_path, algo="rloo", group_size=3, num_envs=3, minibatch_size=3, whiten_advantages=False)
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 2.0], [0.0, 6.0]])
+    mask = torch.ones(3, 2)
+    old = TokenOutputs(torch.zeros(3, 2), None, torch.zeros(3, 2))
+    advantages = RLOO(config).targets(FakeBatch(rewards, mask), old, rewards, None)["advantages"]
+    torch.testing.assert_close(advantages[:, 0], torch.tensor([1 - 4.0, 2 - 3.5, 6 - 1.5]))
+
+
+# --- the model and the rollout -------------------------------------------------------------------------
+
+
+def test_policy_log_probs_equal_step_by_step_forwards():
+    policy = TokenPolicy.load("tiny", with_value=True, temperature=0.7)
+    ids = torch.tensor([[1, 1, 20, 21, 22, 23, 24], [30, 31, 32, 33, 34, 35, 1]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 0]])  # left and right padding
+    out = policy(ids, mask, completion_tokens=3)
+    for row in range(2):
+        for t in range(3):
+            column = ids.shape[1] - 3 + t
+            if not mask[row, column]:
+                continue
+            real = mask[row, :column].bool()
+            prefix = ids[row, :column][real][None]
+            logits = policy.lm(input_ids=prefix).logits[0, -1] / 0.7
+            expected = torch.log_softmax(logits, -1)[ids[row, column]]
+            torch.testing.assert_close(out.logprobs[row, t], expected, atol=1e-5, rtol=0)
+
+
+def test_rollout_batches_are_the_envs_episodes():
+    envs = gym.make_vec("textgym/Arithmetic-v0", num_envs=6)  # sparse: the score is the only reward
+    lm = load_causal_lm("tiny", device="cpu")
+    batch = Rollout(envs, Sampling()).collect(lm, seeds=list(range(6)), generator=torch.Generator().manual_seed(0))
+    tokenizer = envs.unwrapped.tokenizer
+    width = batch.completion_tokens
+    for i in range(6):
+        taken = batch.completion_mask[i].bool()
+        tokens = batch.ids[i, -width:][taken].tolist()
+        assert tokenizer.decode(tokens, skip_special_tokens=True) == batch.completions[i]
+        assert batch.mask[i, -width:].tolist() == taken.long().tolist()
+        assert batch.rewards[i].sum().item() == pytest.approx(batch.scores[i].item())
+        assert bool(batch.ended_by_eos[i]) == (tokens[-1] == tokenizer.eos_token_id)
+    assert batch.prompts == [p for p in batch.prompts if p.endswith("=")]
+
+
+def test_top_k_one_sampling_is_greedy():
+    envs = gym.make_vec("textgym/Sentiment-v0", num_envs=2, max_new_tokens=8)
+    lm = load_causal_lm("tiny", device="cpu")
+    batch = Rollout(envs, Sampling(top_k=1)).collect(lm, seeds=[0, 1], generator=torch.Generator().manual_seed(0))
+    for i in range(2):
+        prompt = batch.ids[i, : -batch.completion_tokens][batch.mask[i, : -batch.completion_tokens].bool()]
+        greedy = lm.generate(prompt[None], do_sample=False, max_new_tokens=batch.completion_tokens,
+                             pad_token_id=1, eos_token_id=0)[0, len(prompt):]
+        taken = int(batch.lengths[i])
+        assert batch.ids[i, -batch.completion_tokens:][:taken].tolist() == greedy[:taken].tolist()
+
+
+def test_lora_reference_is_the_base_model_without_a_copy():
+    policy = TokenPolicy.load("tiny", with_value=False, lora={"r": 4, "lora_alpha": 8})
+    reference = Reference(policy)
+    assert reference.frozen is None
+    for name, param in policy.lm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param)  # move the policy away from the base
+    ids = torch.tensor([[20, 21, 22, 23]]); mask = torch.ones_like(ids)
+    base = TokenPolicy.load("tiny", with_value=False)
+    torch.testing.assert_close(reference.logprobs(ids, mask, 2), base(ids, mask, 2).logprobs)
+    assert not torch.allclose(policy(ids, mask, 2).logprobs, base(ids, mask, 2).logprobs)
+
+
+# --- the trainer -------------------------------------------------------------------------------------------
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_resume_replays_the_uninterrupted_run_exactly(tmp_path, algo):
+    direct = small_config(tmp_path / "direct", algo=algo, steps=400, checkpoint_every=3)
+    Trainer(direct, progress=False).train()
+    split = small_config(tmp_path / "split", algo=algo, steps=400, checkpoint_every=3)
+    first = Trainer(split, progress=False)
+    first.train(until=200)  # stops as an interruption would, right after a checkpoint
+    assert 200 <= first.steps < 400
+    resumed = Trainer.resume(split.out, progress=False)
+    assert resumed.steps == first.steps
+    resumed.train()
+    rows_direct, rows_split = read_metrics(Path(direct.out) / "metrics.csv"), read_metrics(Path(split.out) / "metrics.csv")
+    assert len(rows_direct) == len(rows_split) > 4
+    assert comparable(rows_direct) == comparable(rows_split)
+    final = [load_file(Path(c.out) / "checkpoint" / "policy.safetensors") for c in (direct, split)]
+    for name in final[0]:
+        assert torch.equal(final[0][name], final[1][name]), name
+
+
+def test_training_changes_the_weights_and_writes_every_output(tmp_path):
+    config = small_config(tmp_path, algo="rloo", group_size=2)
+    trainer = Trainer(config, progress=False)
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    trainer.train()
+    out = Path(config.out)
+    assert {"metrics.csv", "learning_curve.png", "samples.md", "samples.json", "checkpoint", "model",
+            "tensorboard"} <= {p.name for p in out.iterdir()}
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tensorboard").iterdir())
+    changed = [k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed
+    rows = read_metrics(out / "metrics.csv")
+    for name in ["objective/score", "objective/reward", "objective/kl", "objective/kl_coef", "val/ratio",
+                 "val/clipfrac", "policy/entropy", "env/episode_len", "env/eos_rate", "time/tokens_per_s"]:
+        assert name in rows[0] and np.isfinite(rows[-1][name]), name
+    samples = json.loads((out / "samples.json").read_text())
+    assert [s["prompt"] for s in samples["before"]] == [s["prompt"] for s in samples["after"]]
+    exported = load_causal_lm(out / "model", device="cpu")
+    torch.testing.assert_close(exported.state_dict()["transformer.wte.weight"],
+                               trainer.policy.lm.state_dict()["transformer.wte.weight"])
+
+
+def test_ppo_metrics_include_the_value_loss_and_the_frozen_reference_stays_put(tmp_path):
+    trainer = Trainer(small_config(tmp_path, steps=100), progress=False)
+    reference = {k: v.clone() for k, v in trainer.reference.frozen.state_dict().items()}
+    trainer.train()
+    assert all(torch.equal(v, reference[k]) for k, v in trainer.reference.frozen.state_dict().items())
+    assert "val/value_loss" in trainer.log.rows[-1]
+
+
+def test_lora_checkpoints_hold_only_the_adapters(tmp_path):
+    config = small_config(tmp_path, lora=True, lora_rank=2, steps=60)
+    trainer = Trainer(config, progress=False)
+    trainer.train()
+    names = load_file(Path(config.out) / "checkpoint" / "policy.safetensors")
+    assert names and all("lora_" in n or n.startswith("value_head") for n in names)
+    assert trainer.reference.frozen is None
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = small_config(tmp_path)
+    trainer = Trainer(config, progress=False)
+    trainer.log.log(trainer._iteration())
+    trainer.save()
+    good = (Path(config.out) / "checkpoint" / "policy.safetensors").read_bytes()
+    real_loss = trainer.algo.loss
+    monkeypatch.setattr(trainer.algo, "loss", lambda *a: (real_loss(*a)[0] * float("nan"), {}))
+    with pytest.raises(TrainingDiverged, match=r"loss is nan .*at iteration 2.*last good checkpoint"):
+        trainer.train()
+    assert (Path(config.out) / "checkpoint" / "policy.safetensors").read_bytes() == good
+    assert json.loads((Path(config.out) / "checkpoint" / "state.json").read_text())["iteration"] == 1
+
+
+def test_a_crash_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(small_config(tmp_path), progress=False)
+    trainer.log.log(trainer._iteration())
+    checkpoint = trainer.save()
+    good = (checkpoint / "state.json").read_text()
+    trainer.log.log(trainer._iteration())
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save()
+    assert (checkpoint / "state.json").read_text() == good
+
+
+def test_a_negative_kl_warns(tmp_path, monkeypatch):
+    trainer = Trainer(small_config(tmp_path, kl_estimator="k1"), progress=False)
+    real = trainer.reference.logprobs
+    monkeypatch.setattr(trainer.reference, "logprobs", lambda *a: real(*a) + 1.0)  # ref above the policy: k1 < 0
+    with pytest.warns(RuntimeWarning, match="KL to the reference is negative"):
+        trainer._iteration()
+    monkeypatch.setattr(trainer.reference, "logprobs", real)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        trainer._iteration()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"lr": 0.0}, "lr must be > 0, got 0.0"),
+    ({"algo": "grpo", "group_size": 1}, "group_size must be >= 2"),
+    ({"kl_target": 0.0}, "kl_target must be > 0"),
+    ({"kl_horizon": 0}, "kl_horizon must be a positive int, got 0"),
+    ({"num_envs": 10, "minibatch_size": 4}, r"num_envs \(the batch, 10\) must be a multiple of minibatch_size \(4\)"),
+    ({"algo": "a2c"}, "algo must be one of"),
+    ({"kl_estimator": "k2"}, "kl_estimator must be one of"),
+])
+def test_bad_config_values_are_named(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        small_config(tmp_path, **overrides)
+
+
+def test_unknown_env_id_lists_the_registered_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown env id 'textgym/Nope-v0'.*textgym/Sentiment-v0"):
+        Trainer(small_config(tmp_path, env_id="textgym/Nope-v0"), progress=False)
+
+
+def test_two_processes_keep_identical_weights(tmp_path):
+    """DDP over gloo: each process rolls out its own envs; all-reduced gradients keep the weights equal."""
+    worker = Path(__file__).parent / "distributed_worker.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                    str(worker), str(tmp_path)], check=True, env=env, timeout=600)
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1)]
+    initial = load_file(tmp_path / "initial.safetensors")
+    assert any(not torch.equal(ranks[0][k], initial[k]) for k in initial), "no update happened"
+    for name in ranks[0]:
+        assert torch.equal(ranks[0][name], ranks[1][name]), name
+    rollouts = json.loads((tmp_path / "completions.json").read_text())
+    assert rollouts["0"] != rollouts["1"], "both processes rolled out the same episodes"
