@@ -110,7 +110,8 @@ def train(args: argparse.Namespace) -> int:
 
     try:
         config = config_from_args(args)
-        make_envs(config.env_id, 1, config.env_kwargs).close()  # an unknown id fails before any model loads
+        # an unknown id or a bad env argument fails here, before any model loads
+        make_envs(config.env_id, 1, config.env_kwargs, reward_mode=config.reward_mode).close()
     except (ValueError, TypeError) as error:
         raise UsageError(error) from error
     if config.algo.startswith("sb3"):
@@ -119,7 +120,8 @@ def train(args: argparse.Namespace) -> int:
         checkpoint = train_sb3(config, progress=not args.quiet)
     else:
         if args.resume:
-            trainer = Trainer.resume(config.out, progress=not args.quiet, steps=config.steps)
+            more = {"steps": args.steps} if "steps" in vars(args) else {}  # the run's own target, unless raised
+            trainer = Trainer.resume(config.out, progress=not args.quiet, **more)
         else:
             trainer = Trainer(config, progress=not args.quiet)
         checkpoint = trainer.train()

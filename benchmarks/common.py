@@ -18,6 +18,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from textgym.models import load_tokenizer
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -104,3 +107,16 @@ def write_json(path: Path, record: dict) -> None:
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
     print(f"wrote {path}")
+
+
+def gpt2_small_dir(root: Path) -> Path:
+    """A random GPT-2-small-shaped model and a 50,257-token tokenizer (tiny's plus filler tokens),
+    saved locally in HF format: no download, the full-size vocabulary and LM head."""
+    tokenizer = load_tokenizer("tiny")
+    tokenizer.add_tokens([f"<filler_{i}>" for i in range(50257 - len(tokenizer))])
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=768, n_layer=12, n_head=12,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(root / "gpt2-small")
+    tokenizer.save_pretrained(root / "gpt2-small")
+    return root / "gpt2-small"

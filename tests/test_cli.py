@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -68,6 +67,8 @@ def test_train_with_stable_baselines3(tmp_path, algo):
     (["train", "--kl-horizon", "0"], "kl_horizon must be a positive int, got 0"),
     (["train", "--num-envs", "6", "--minibatch-size", "4"], "must be a multiple of minibatch_size"),
     (["eval", "tiny"], "is not a textgym run; pass --env ID"),
+    (["train", "--env-kwargs", '{"max_new_tokens": 0}'], "max_new_tokens must be >= 1, got 0"),
+    (["train", "--reward-mode", "dense"], "reward_mode must be one of ['immediate', 'sparse']"),
 ])
 def test_bad_input_is_one_clear_line(args, message, capsys):
     assert main(args) == 2

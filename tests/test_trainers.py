@@ -92,11 +92,22 @@ def test_grpo_advantages_are_group_normalised_returns_to_go(tmp_path):
     mask = torch.ones(4, 2)
     old = TokenOutputs(torch.zeros(4, 2), None, torch.zeros(4, 2))
     advantages = GRPO(config).targets(FakeBatch(rewards, mask), old, rewards, None)["advantages"]
-    # Group 0 returns 1 and 3 (mean 2, std sqrt 2); sparse rewards: every token gets the outcome advantage.
-    torch.testing.assert_close(advantages[:2], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]) / (2**0.5 + 1e-4))
+    # Sparse rewards: every token of a completion gets its outcome advantage. Group 0 returns 1 and 3.
+    std0 = torch.tensor([1.0, 1.0, 3.0, 3.0]).std()  # over the group's tokens
+    torch.testing.assert_close(advantages[:2], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]) / (std0 + 1e-4))
     # Group 1: per-token rewards -> returns-to-go (1, 0.5) and (0, 0) against the group's outcome mean 0.5.
-    std = torch.tensor([1.0, 0.0]).std()
-    torch.testing.assert_close(advantages[2:], (torch.tensor([[1.0, 0.5], [0.0, 0.0]]) - 0.5) / (std + 1e-4))
+    std1 = torch.tensor([1.0, 0.5, 0.0, 0.0]).std()
+    torch.testing.assert_close(advantages[2:], (torch.tensor([[1.0, 0.5], [0.0, 0.0]]) - 0.5) / (std1 + 1e-4))
+
+
+def test_grpo_advantages_stay_bounded_when_a_group_scores_alike(tmp_path):
+    """All outcomes equal (say all wrong) while the potential varies: no division by a zero std."""
+    config = small_config(tmp_path, algo="grpo", group_size=2, num_envs=2, minibatch_size=2)
+    rewards = torch.tensor([[0.5, -0.5], [0.0, 0.0]])  # a right first digit, then the wrong answer: score 0
+    old = TokenOutputs(torch.zeros(2, 2), None, torch.zeros(2, 2))
+    advantages = GRPO(config).targets(FakeBatch(rewards, torch.ones(2, 2)), old, rewards, None)["advantages"]
+    assert advantages.abs().max() < 2
+    assert advantages[0, 0] == 0 and advantages[0, 1] < 0  # after the right digit, the wrong answer costs
 
 
 def test_rloo_baseline_leaves_one_out(tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ALGOS = ("ppo", "grpo", "rloo", "sb3-ppo", "sb3-maskable-ppo")
+REWARD_MODES = ("immediate", "sparse")
 KL_ESTIMATORS = ("k1", "k3")
 LR_SCHEDULES = ("constant", "linear")
 
@@ -36,7 +37,8 @@ class TrainConfig:
     out: str = "runs/textgym"
     seed: int = 0
     device: str | None = None  # None: CUDA when present, else CPU
-    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"reward_mode": "immediate"})
+    reward_mode: str = "immediate"  # task envs: "immediate" (potential shaping) or "sparse"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # more gym.make_vec arguments
     num_envs: int = 32  # episodes per iteration and process
 
     # LoRA (peft): the reference model is then the base with adapters disabled, not a second copy.
@@ -84,7 +86,8 @@ class TrainConfig:
         def fail(name: str, expected: str) -> None:
             raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
 
-        choices = {"algo": ALGOS, "kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES}
+        choices = {"algo": ALGOS, "kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES,
+                   "reward_mode": REWARD_MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 fail(name, f"one of {list(allowed)}")
@@ -112,8 +115,9 @@ class TrainConfig:
                 fail("group_size", f">= 2 for {self.algo} (its baseline compares samples of one prompt)")
             if self.num_envs % self.group_size:
                 raise ValueError(f"num_envs ({self.num_envs}) must be a multiple of group_size ({self.group_size})")
-        if not isinstance(self.env_kwargs, dict):
-            fail("env_kwargs", "a dict of keyword arguments for gym.make_vec")
+        if not isinstance(self.env_kwargs, dict) or {"split", "reward_mode"} & set(self.env_kwargs):
+            fail("env_kwargs", "a dict of gym.make_vec arguments (reward_mode is its own field; the trainer "
+                 "trains on split='train' and samples from 'test')")
 
     @property
     def uses_reference(self) -> bool:

@@ -4,11 +4,15 @@ No critic: each prompt is sampled ``group_size`` times and a completion's advant
 minus the group's mean, over the group's standard deviation. Textgym's rewards arrive per token,
 so the advantage of token t uses the return from t on (the process-supervision form of the paper):
 
-    A_t = (G_t - mean_group G_0) / std_group G_0,    G_t = sum of the rewards from token t on.
+    A_t = (G_t - mean_group G_0) / std_group(G),    G_t = sum of the rewards from token t on,
 
-With sparse rewards G_t = G_0 and this is outcome-supervised GRPO exactly. With potential-based
-shaping G_t = score - Phi(prefix before t), so the potential acts as a per-token baseline. The KL
-to the reference is a loss term with the k3 estimator, weighted by the KL coefficient.
+where the standard deviation runs over every token of the group. With sparse rewards G_t = G_0
+and this is outcome-supervised GRPO (its std weighted by episode length). With potential-based
+shaping G_t = score - Phi(prefix before t), so the potential acts as a per-token baseline. Taking
+the spread over tokens, not just outcomes, matters there: when every sample of a prompt scores
+the same, the outcomes' std is 0 while the potentials still differ, and dividing by it would blow
+the advantages up. The KL to the reference is a loss term with the k3 estimator, weighted by the
+KL coefficient.
 
 Example (``textgym train ENV_ID --algo grpo``; here a group of 2 samples, sparse rewards):
     >>> import torch
@@ -19,8 +23,8 @@ Example (``textgym train ENV_ID --algo grpo``; here a group of 2 samples, sparse
     >>> old = SimpleNamespace(logprobs=torch.zeros(2, 2))
     >>> grpo = GRPO(TrainConfig(algo="grpo", group_size=2, num_envs=2, minibatch_size=2))
     >>> grpo.targets(SimpleNamespace(completion_mask=mask), old, rewards, None)["advantages"]
-    tensor([[ 0.7070,  0.7070],
-            [-0.7070, -0.7070]])
+    tensor([[ 0.8659,  0.8659],
+            [-0.8659, -0.8659]])
 """
 
 from __future__ import annotations
@@ -44,10 +48,13 @@ class GRPO:
                 ) -> dict[str, torch.Tensor]:
         mask = batch.completion_mask
         returns = returns_to_go(rewards, mask)
-        outcome = returns[:, 0].view(-1, self.config.group_size)  # rows of one group are adjacent
-        mean = outcome.mean(1).repeat_interleave(self.config.group_size)
-        std = outcome.std(1).repeat_interleave(self.config.group_size)
-        advantages = (returns - mean[:, None]) / (std[:, None] + 1e-4) * mask
+        k = self.config.group_size
+        group_returns, group_mask = returns.view(-1, k * returns.shape[1]), mask.view(-1, k * mask.shape[1])
+        outcome_mean = returns[:, 0].view(-1, k).mean(1, keepdim=True)  # rows of one group are adjacent
+        tokens = group_mask.sum(1, keepdim=True)
+        token_mean = (group_returns * group_mask).sum(1, keepdim=True) / tokens
+        std = (((group_returns - token_mean) ** 2 * group_mask).sum(1, keepdim=True) / (tokens - 1).clamp(min=1)).sqrt()
+        advantages = ((group_returns - outcome_mean) / (std + 1e-4) * group_mask).view_as(returns)
         targets = {"old_logprobs": old.logprobs, "advantages": advantages}
         if ref_logprobs is not None:
             targets["ref_logprobs"] = ref_logprobs

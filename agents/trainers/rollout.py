@@ -90,15 +90,23 @@ def task_name(env_id: str) -> str | None:
     return name if env_id.startswith("textgym/") and name in TASKS else None
 
 
-def make_envs(env_id: str, num_envs: int, env_kwargs: dict | None = None, split: str | None = None):
-    """``gym.make_vec(env_id, num_envs)``; ``split`` applies to task envs only (others have one prompt set)."""
-    registered = sorted(i for i in gym.registry if i.startswith("textgym/"))
+def env_arguments(env_id: str, env_kwargs: dict | None = None, split: str | None = None,
+                  reward_mode: str | None = None) -> dict:
+    """``env_kwargs`` plus ``split`` and ``reward_mode``, which only task ids take (other ids have
+    one prompt set and no task score to shape); an unknown id is an error listing the known ones."""
     if env_id not in gym.registry:
+        registered = sorted(i for i in gym.registry if i.startswith("textgym/"))
         raise ValueError(f"unknown env id {env_id!r}; registered textgym ids are {registered}")
     kwargs = dict(env_kwargs or {})
-    if split is not None and task_name(env_id):
-        kwargs["split"] = split
-    return gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+    if task_name(env_id):
+        kwargs |= {k: v for k, v in [("split", split), ("reward_mode", reward_mode)] if v is not None}
+    return kwargs
+
+
+def make_envs(env_id: str, num_envs: int, env_kwargs: dict | None = None, split: str | None = None,
+              reward_mode: str | None = None):
+    """``gym.make_vec(env_id, num_envs)`` with ``env_arguments``."""
+    return gym.make_vec(env_id, num_envs=num_envs, **env_arguments(env_id, env_kwargs, split, reward_mode))
 
 
 class Rollout:

@@ -22,7 +22,6 @@ import json
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -30,6 +29,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from agents.policies import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy, save
 from agents.trainers.config import TrainConfig
 from agents.trainers.metrics import MetricsLog, plot_learning_curve
+from agents.trainers.rollout import env_arguments
 from textgym.models import atomic_directory
 
 SB3_NAMES = {"train/clip_fraction": "val/clipfrac", "train/value_loss": "val/value_loss",
@@ -83,8 +83,9 @@ def train_sb3(config: TrainConfig, progress: bool = True) -> Path:
                                                                                    MaskableLLMActorCriticPolicy)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    envs = make_vec_env(config.env_id, n_envs=config.num_envs, seed=config.seed, env_kwargs=config.env_kwargs)
-    horizon = gym.make(config.env_id, **config.env_kwargs).unwrapped.mdp.max_new_tokens
+    env_kwargs = env_arguments(config.env_id, config.env_kwargs, reward_mode=config.reward_mode)
+    envs = make_vec_env(config.env_id, n_envs=config.num_envs, seed=config.seed, env_kwargs=env_kwargs)
+    horizon = envs.get_attr("unwrapped")[0].mdp.max_new_tokens
     lora = {"r": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_dropout": 0.0} if config.lora else None
     model = algo(policy, envs, learning_rate=config.lr, n_steps=horizon, batch_size=config.minibatch_size * horizon,
                  n_epochs=config.epochs, gamma=config.gamma, gae_lambda=config.gae_lambda,

@@ -71,7 +71,7 @@ class Trainer:
         self.out = Path(c.out)
         self.accelerator = Accelerator(cpu=c.device == "cpu")
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
-        self.envs = make_envs(c.env_id, c.num_envs, c.env_kwargs)  # fails early on an unknown id
+        self.envs = make_envs(c.env_id, c.num_envs, c.env_kwargs, reward_mode=c.reward_mode)
         self.sampling = Sampling.from_config(c)
         self.rollout = Rollout(self.envs, self.sampling)
         self.algo = ALGORITHMS[c.algo](c)
