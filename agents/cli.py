@@ -167,8 +167,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print(f"score mean {scores.mean():.4f} ± {scores.std():.4f} | min {quantiles[0]:.3f} q25 {quantiles[1]:.3f} "
           f"median {quantiles[2]:.3f} q75 {quantiles[3]:.3f} max {quantiles[4]:.3f}")
     counts, edges = np.histogram(scores, bins=10)
-    for count, low, high in zip(counts, edges, edges[1:]):
-        print(f"  [{low:7.3f}, {high:7.3f}) {'#' * int(round(40 * count / len(scores)))} {count}")
+    for i, (count, low, high) in enumerate(zip(counts, edges, edges[1:])):
+        close = "]" if i == len(counts) - 1 else ")"  # numpy's last bin includes its right edge
+        print(f"  [{low:7.3f}, {high:7.3f}{close} {'#' * int(round(40 * count / len(scores)))} {count}")
     for r in results[: args.samples]:
         print(f"- {r['prompt']!r} -> {r['completion']!r} (score {r['score']:.3f})")
     return 0

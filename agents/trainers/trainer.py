@@ -83,13 +83,13 @@ class Trainer:
             raise ValueError(f"model {c.model!r} has a {policy.vocab}-token vocabulary but {c.env_id} acts over "
                              f"Discrete({len(self.envs.unwrapped.tokenizer)}); pass the env's tokenizer's model")
         self.reference = Reference(policy) if c.uses_reference else None
+        self.steps = self.iteration = 0  # the linear lr schedule reads self.steps
         optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=c.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
         self.scheduler = scheduler
         self.kl = KLController(c.kl_coef, c.kl_target, c.kl_horizon)
         self.generator = torch.Generator(self.accelerator.device)
-        self.steps = self.iteration = 0
         if checkpoint is not None:
             state = read_state(checkpoint)
             load_checkpoint(checkpoint, self.policy, self.optimizer, self.scheduler)
