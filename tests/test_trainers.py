@@ -277,6 +277,21 @@ def test_a_crash_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, mon
     assert (checkpoint / "state.json").read_text() == good
 
 
+def test_resume_finds_the_previous_checkpoint_after_a_crash_between_renames(tmp_path):
+    config = small_config(tmp_path, steps=60)
+    trainer = Trainer(config, progress=False)
+    trainer.log.log(trainer._iteration())
+    trainer.save()
+    out = Path(config.out)
+    (out / "checkpoint").rename(out / "checkpoint.old")  # as if the crash came after the first rename
+    resumed = Trainer.resume(out, progress=False)
+    assert resumed.iteration == 1
+    resumed.train()
+    assert (out / "checkpoint").is_dir() and not (out / "checkpoint.old").exists()
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint to resume from"):
+        Trainer.resume(tmp_path / "nothing")
+
+
 def test_a_negative_kl_warns(tmp_path, monkeypatch):
     trainer = Trainer(small_config(tmp_path, kl_estimator="k1"), progress=False)
     real = trainer.reference.logprobs

@@ -54,6 +54,15 @@ def save_checkpoint(out: Path, policy: nn.Module, optimizer, scheduler, state: d
     return out
 
 
+def last_checkpoint(out: Path) -> Path:
+    """``out/checkpoint``, or ``out/checkpoint.old`` when a crash hit between the two renames of
+    ``atomic_directory`` and left only the previous checkpoint."""
+    for candidate in (Path(out) / "checkpoint", Path(out) / "checkpoint.old"):
+        if (candidate / STATE).is_file():
+            return candidate
+    raise FileNotFoundError(f"{out} holds no checkpoint to resume from (no checkpoint/{STATE})")
+
+
 def read_state(checkpoint: Path) -> dict[str, Any]:
     path = Path(checkpoint) / STATE
     if not path.is_file():

@@ -101,8 +101,10 @@ class Reference:
 
     @torch.no_grad()
     def logprobs(self, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int) -> torch.Tensor:
-        lm = self.frozen or self.policy.lm
-        with nullcontext() if self.frozen is not None else self.policy.lm.disable_adapter():
-            logits, _ = completion_logits(lm, ids, mask, completion_tokens)
+        if self.frozen is not None:
+            logits, _ = completion_logits(self.frozen, ids, mask, completion_tokens)
+        else:
+            with self.policy.lm.disable_adapter():
+                logits, _ = completion_logits(self.policy.lm, ids, mask, completion_tokens)
         return token_logprobs(logits[..., : self.policy.vocab] / self.policy.temperature,
                               ids[:, -completion_tokens:])[0]

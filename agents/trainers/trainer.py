@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.trainers.checkpoint import load_checkpoint, read_state, save_checkpoint
+from agents.trainers.checkpoint import last_checkpoint, load_checkpoint, read_state, save_checkpoint
 from agents.trainers.config import TrainConfig
 from agents.trainers.core import kl_estimate, masked_mean
 from agents.trainers.grpo import GRPO
@@ -102,7 +102,7 @@ class Trainer:
     @classmethod
     def resume(cls, out: str | Path, progress: bool = True, **overrides) -> Trainer:
         """Continue the run in ``out`` from its checkpoint (``overrides``: e.g. a larger ``steps``)."""
-        checkpoint = Path(out) / "checkpoint"
+        checkpoint = last_checkpoint(Path(out))
         config = TrainConfig.from_dict({**read_state(checkpoint)["config"], "out": str(out), **overrides})
         return cls(config, progress=progress, checkpoint=checkpoint)
 
@@ -235,7 +235,7 @@ class Trainer:
         record = json.loads(path.read_text()) if path.exists() and when == "after" else {}
         record[when] = samples
         path.write_text(json.dumps(record, indent=1))
-        if "after" in record:
+        if {"before", "after"} <= set(record):  # a run resumed from elsewhere may lack "before"
             write_samples_markdown(record, self.out / "samples.md", self.config.env_id)
 
 
