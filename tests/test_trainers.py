@@ -312,6 +312,7 @@ def test_a_negative_kl_warns(tmp_path, monkeypatch):
     ({"num_envs": 10, "minibatch_size": 4}, r"num_envs \(the batch, 10\) must be a multiple of minibatch_size \(4\)"),
     ({"algo": "a2c"}, "algo must be one of"),
     ({"kl_estimator": "k2"}, "kl_estimator must be one of"),
+    ({"device": "gpu"}, "device must be None .CUDA when present., 'cpu' or 'cuda'"),
 ])
 def test_bad_config_values_are_named(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -336,3 +337,9 @@ def test_two_processes_keep_identical_weights(tmp_path):
         assert torch.equal(ranks[0][name], ranks[1][name]), name
     rollouts = json.loads((tmp_path / "completions.json").read_text())
     assert rollouts["0"] != rollouts["1"], "both processes rolled out the same episodes"
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device is 'cuda' but torch sees no CUDA device"):
+        small_config(tmp_path, device="cuda")

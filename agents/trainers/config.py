@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 ALGOS = ("ppo", "grpo", "rloo", "sb3-ppo", "sb3-maskable-ppo")
 REWARD_MODES = ("immediate", "sparse")
 KL_ESTIMATORS = ("k1", "k3")
@@ -36,7 +38,7 @@ class TrainConfig:
     steps: int = 40_000
     out: str = "runs/textgym"
     seed: int = 0
-    device: str | None = None  # None: CUDA when present, else CPU
+    device: str | None = None  # None: CUDA when present, else CPU; "cpu" or "cuda" 
     reward_mode: str = "immediate"  # task envs: "immediate" (potential shaping) or "sparse"
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # more gym.make_vec arguments
     num_envs: int = 32  # episodes per iteration and process
@@ -99,6 +101,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(name, "a positive int")
+        if self.device not in (None, "cpu", "cuda"):
+            fail("device", "None (CUDA when present), 'cpu' or 'cuda' (with several GPUs, launch one process per GPU)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device is 'cuda' but torch sees no CUDA device; use 'cpu' or None (auto)")
         if self.kl_target is not None and not self.kl_target > 0:
             fail("kl_target", "> 0 (or None for a fixed KL coefficient)")
         if self.kl_coef < 0:
