@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -125,10 +126,11 @@ def train(args: argparse.Namespace) -> int:
         else:
             trainer = Trainer(config, progress=not args.quiet)
         checkpoint = trainer.train()
-    print(f"done: {config.out} (metrics.csv, learning_curve.png, samples.md, {checkpoint.name}/)")
-    samples = Path(config.out) / "samples.md"
-    if samples.exists():
-        print(samples.read_text().splitlines()[-1])
+    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate, only the main process reports
+        print(f"done: {config.out} (metrics.csv, learning_curve.png, samples.md, {checkpoint.name}/)")
+        samples = Path(config.out) / "samples.md"
+        if samples.exists():
+            print(samples.read_text().splitlines()[-1])
     return 0
 
 
