@@ -115,6 +115,9 @@ def train(args: argparse.Namespace) -> int:
         make_envs(config.env_id, 1, config.env_kwargs, reward_mode=config.reward_mode).close()
     except (ValueError, TypeError) as error:
         raise UsageError(error) from error
+    if args.resume and config.algo.startswith("sb3"):
+        raise UsageError(f"--resume continues the batched trainers; {config.algo} runs start afresh "
+                         "(load a finished one with agents.load)")
     if config.algo.startswith("sb3"):
         from agents.trainers.sb3 import train_sb3
 

@@ -69,6 +69,7 @@ def test_train_with_stable_baselines3(tmp_path, algo):
     (["eval", "tiny"], "is not a textgym run; pass --env ID"),
     (["train", "--env-kwargs", '{"max_new_tokens": 0}'], "max_new_tokens must be >= 1, got 0"),
     (["train", "--reward-mode", "dense"], "reward_mode must be one of ['immediate', 'sparse']"),
+    (["train", "--algo", "sb3-ppo", "--resume"], "--resume continues the batched trainers"),
 ])
 def test_bad_input_is_one_clear_line(args, message, capsys):
     assert main(args) == 2
