@@ -6,6 +6,9 @@ shared PPO fields. A callback writes the trainers' metric names to ``metrics.csv
 TensorBoard, and the run ends with a checkpoint (``agents.save``: SB3's zip plus the policy's
 weights in safetensors beside it).
 
+Fields SB3's PPO has no counterpart for are not used here: the KL fields (no reference model),
+``top_k`` / ``top_p``, ``group_size``, ``whiten_rewards`` and ``lr_schedule``.
+
 Example:
     >>> import tempfile
     >>> from agents.trainers import TrainConfig
