@@ -21,7 +21,6 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 import textgym  # noqa: F401  (registers the env ids)
@@ -181,7 +180,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def list_command() -> int:
-    ids = sorted(i for i in gym.registry if i.startswith("textgym/"))
+    from agents.trainers.rollout import registered_ids
+
+    ids = registered_ids()
     width = max(map(len, ids))
     for env_id in ids:
         print(f"{env_id:<{width}}  {DESCRIPTIONS.get(env_id, '')}")

@@ -40,7 +40,7 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
-    stats = {"val/ratio": masked_mean(ratio, mask).item(),
+    stats = {"policy/loss": loss.item(), "val/ratio": masked_mean(ratio, mask).item(),
              "val/clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
              "policy/approx_kl": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask).item()}
     return loss, stats

@@ -64,7 +64,6 @@ class GRPO:
              ) -> tuple[torch.Tensor, dict[str, float]]:
         loss, stats = clipped_policy_loss(new.logprobs, rows["old_logprobs"], rows["advantages"], mask,
                                           self.config.clip_range)
-        stats |= {"policy/entropy": masked_mean(new.entropy, mask).item(), "policy/loss": loss.item()}
         if "ref_logprobs" in rows:
             kl = masked_mean(kl_estimate(new.logprobs, rows["ref_logprobs"], "k3"), mask)
             loss = loss + kl_coef * kl

@@ -66,8 +66,7 @@ class TokenPolicy(nn.Module):
     def __init__(self, lm: nn.Module, vocab: int, with_value: bool, temperature: float = 1.0):
         super().__init__()
         self.lm, self.vocab, self.temperature = lm, vocab, temperature
-        hidden = lm.config.hidden_size if hasattr(lm, "config") else lm.get_base_model().config.hidden_size
-        self.value_head = nn.Linear(hidden, 1) if with_value else None
+        self.value_head = nn.Linear(lm.config.hidden_size, 1) if with_value else None  # peft forwards .config
         if self.value_head is not None:  # a zero critic: the first advantages are the returns
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)

@@ -68,6 +68,4 @@ class PPO:
                                        mask)
         entropy = masked_mean(new.entropy, mask)
         loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
-        stats |= {"val/value_loss": value_loss.item(), "policy/entropy": entropy.item(),
-                  "policy/loss": policy_loss.item()}
-        return loss, stats
+        return loss, stats | {"val/value_loss": value_loss.item()}

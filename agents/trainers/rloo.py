@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from agents.trainers.config import TrainConfig
-from agents.trainers.core import clipped_policy_loss, masked_mean, masked_whiten, returns_to_go
+from agents.trainers.core import clipped_policy_loss, masked_whiten, returns_to_go
 from agents.trainers.policy import TokenOutputs
 from agents.trainers.rollout import Batch
 
@@ -51,6 +51,5 @@ class RLOO:
 
     def loss(self, new: TokenOutputs, rows: dict[str, torch.Tensor], mask: torch.Tensor, kl_coef: float
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, stats = clipped_policy_loss(new.logprobs, rows["old_logprobs"], rows["advantages"], mask,
-                                          self.config.clip_range)
-        return loss, stats | {"policy/entropy": masked_mean(new.entropy, mask).item(), "policy/loss": loss.item()}
+        return clipped_policy_loss(new.logprobs, rows["old_logprobs"], rows["advantages"], mask,
+                                   self.config.clip_range)

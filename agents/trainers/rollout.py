@@ -84,10 +84,12 @@ class Batch:
         return self.completion_mask.sum(1)
 
 
-def task_name(env_id: str) -> str | None:
-    """The task behind a registered ``textgym/<Task>-v0`` id, or None for other ids."""
-    name = env_id.removeprefix("textgym/").removesuffix("-v0")
-    return name if env_id.startswith("textgym/") and name in TASKS else None
+TASK_IDS = {task.env_id for task in TASKS.values()}
+
+
+def registered_ids() -> list[str]:
+    """Every env id registered under the ``textgym/`` namespace."""
+    return sorted(i for i in gym.registry if i.startswith("textgym/"))
 
 
 def env_arguments(env_id: str, env_kwargs: dict | None = None, split: str | None = None,
@@ -95,10 +97,9 @@ def env_arguments(env_id: str, env_kwargs: dict | None = None, split: str | None
     """``env_kwargs`` plus ``split`` and ``reward_mode``, which only task ids take (other ids have
     one prompt set and no task score to shape); an unknown id is an error listing the known ones."""
     if env_id not in gym.registry:
-        registered = sorted(i for i in gym.registry if i.startswith("textgym/"))
-        raise ValueError(f"unknown env id {env_id!r}; registered textgym ids are {registered}")
+        raise ValueError(f"unknown env id {env_id!r}; registered textgym ids are {registered_ids()}")
     kwargs = dict(env_kwargs or {})
-    if task_name(env_id):
+    if env_id in TASK_IDS:
         kwargs |= {k: v for k, v in [("split", split), ("reward_mode", reward_mode)] if v is not None}
     return kwargs
 

@@ -177,9 +177,10 @@ class Trainer:
                         f"{self.iteration + 1}, step {self.steps}; training stopped before the update, and the "
                         f"last good checkpoint in {self.out / 'checkpoint'} is kept. Try a lower lr (now {c.lr}).")
                 self.optimizer.step()
+                step_stats |= {"policy/entropy": masked_mean(new.entropy, batch.completion_mask[rows]).item(),
+                               "val/grad_norm": float(grad_norm)}
                 for key, value in step_stats.items():
                     stats[key].append(value)
-                stats["val/grad_norm"].append(float(grad_norm))
         self.scheduler.step()
         return {key: float(np.mean(values)) for key, values in stats.items()}
 
