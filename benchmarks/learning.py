@@ -7,7 +7,8 @@
 Sentiment runs use immediate rewards (the task's potential-based shaping), Arithmetic sparse ones
 (exact match; its digit potential gave no better result in trials); all use the KL penalty. Test
 scores are the mean over ``--episodes`` sampled test episodes (temperature 1, fixed seeds, the
-same prompts for base and trained models). Writes ``results/learning.json`` and one curve PNG.
+same prompts for base and trained models). Writes ``results/learning.json`` and one curve PNG;
+runs left out of ``--runs`` keep their recorded results.
 
     python benchmarks/learning.py [--runs sentiment-ppo sentiment-grpo arithmetic-grpo] [--episodes 256]
 """
@@ -15,6 +16,7 @@ same prompts for base and trained models). Writes ``results/learning.json`` and 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 import warnings
@@ -24,7 +26,7 @@ import numpy as np
 import textgym  # noqa: F401  (registers the envs)
 from agents.trainers import TrainConfig, Trainer
 from agents.trainers.rollout import Sampling, evaluate
-from common import RESULTS, machine, write_json
+from common import RESULTS, figure, machine, write_json
 from textgym.models import load_causal_lm
 
 RUNS = {
@@ -42,21 +44,13 @@ def test_score(lm, config: TrainConfig, episodes: int) -> float:
 
 
 def plot(results: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.2), squeeze=False)
-    for ax, (name, r) in zip(axes[0], results.items()):
-        ax.plot(r["curve"]["step"], r["curve"]["score"], label="train score")
-        ax.axhline(r["base_test_score"], color="gray", ls="--", label=f"base test {r['base_test_score']:.3f}")
-        ax.axhline(r["test_score"], color="tab:green", ls=":", label=f"trained test {r['test_score']:.3f}")
-        ax.set(title=name, xlabel="tokens", ylabel="task score")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, len(results), (4.2 * len(results), 3.2)) as axes:
+        for ax, (name, r) in zip(axes, results.items()):
+            ax.plot(r["curve"]["step"], r["curve"]["score"], label="train score")
+            ax.axhline(r["base_test_score"], color="gray", ls="--", label=f"base test {r['base_test_score']:.3f}")
+            ax.axhline(r["test_score"], color="tab:green", ls=":", label=f"trained test {r['test_score']:.3f}")
+            ax.set(title=name, xlabel="tokens", ylabel="task score")
+            ax.legend(fontsize=7)
 
 
 def main() -> None:
@@ -66,7 +60,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    results = {}
+    path = RESULTS / "learning.json"
+    results = json.loads(path.read_text())["runs"] if path.exists() else {}
     base = load_causal_lm("tiny", device="cpu")
     for name in args.runs:
         config = TrainConfig(out=tempfile.mkdtemp(), seed=args.seed, **RUNS[name])
@@ -89,11 +84,11 @@ def main() -> None:
               f"/episode ({r['final_kl_per_token']:.3f}/token), {r['tokens']} tokens, {r['minutes']:.1f} min",
               flush=True)
     print(f"\n{'run':<16}{'base test':>10}{'trained':>9}{'gain':>8}{'KL/ep':>8}{'KL/tok':>8}{'tokens':>9}{'min':>6}")
-    for name, r in results.items():
+    for name, r in sorted(results.items()):
         print(f"{name:<16}{r['base_test_score']:>10.3f}{r['test_score']:>9.3f}"
               f"{r['test_score'] - r['base_test_score']:>+8.3f}{r['final_kl_per_episode']:>8.2f}"
               f"{r['final_kl_per_token']:>8.3f}{r['tokens']:>9}{r['minutes']:>6.1f}")
-    write_json(RESULTS / "learning.json", {"machine": machine(), "episodes": args.episodes, "runs": results})
+    write_json(path, {"machine": machine(), "episodes": args.episodes, "runs": results})
     plot(results, RESULTS / "learning.png")
 
 

@@ -45,7 +45,7 @@ def run_one(model: str, name: str, iterations: int, num_envs: int) -> dict:
     trainer = Trainer(config, progress=False)
     assert (trainer.reference is not None) == (config.kl_coef > 0)
     for _ in range(iterations):
-        trainer._iteration()
+        trainer.iterate()
     if torch.cuda.is_available():
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:

@@ -34,7 +34,7 @@ def main(out: Path) -> None:
     for rank in range(2):  # one writer at a time
         if trainer.rank == rank:
             done = json.loads(record.read_text()) if record.exists() else {}
-            record.write_text(json.dumps(done | {str(rank): seen}))
+            record.write_text(json.dumps(done | {str(rank): seen, f"moments{rank}": trainer.algo.returns.state_dict()}))
         trainer.accelerator.wait_for_everyone()
 
 

@@ -17,12 +17,12 @@ from safetensors.torch import load_file
 
 import textgym  # noqa: F401
 from agents.trainers import TrainConfig, Trainer, TrainingDiverged
-from agents.trainers.core import kl_estimate, masked_mean, masked_whiten, returns_to_go
+from agents.trainers.core import RunningMoments, kl_estimate, masked_mean, masked_whiten, returns_to_go
 from agents.trainers.grpo import GRPO
 from agents.trainers.kl import KLController
 from agents.trainers.metrics import read_metrics
 from agents.trainers.policy import Reference, TokenOutputs, TokenPolicy
-from agents.trainers.ppo import gae
+from agents.trainers.ppo import PPO, gae
 from agents.trainers.rloo import RLOO
 from agents.trainers.rollout import Rollout, Sampling
 from textgym.models import load_causal_lm
@@ -79,6 +79,40 @@ def test_kl_controller_fixed_and_adaptive():
     restored = KLController(0.0)
     restored.load_state_dict(adaptive.state_dict())
     assert restored == adaptive
+
+
+def test_running_moments_match_the_moments_of_everything_seen():
+    rng = np.random.default_rng(0)
+    moments, seen = RunningMoments(), []
+    for rows in (3, 1, 5):
+        values = torch.tensor(rng.normal(7.0, 3.0, (rows, 4)))
+        mask = torch.tensor(rng.random((rows, 4)) < 0.7, dtype=torch.float64)
+        moments.update(values, mask)
+        seen.extend(values[mask.bool()].tolist())
+    assert moments.count == len(seen)
+    assert moments.mean == pytest.approx(np.mean(seen)) and moments.var == pytest.approx(np.var(seen))
+    restored = RunningMoments()
+    restored.load_state_dict(moments.state_dict())
+    assert restored == moments
+
+
+def test_ppo_value_targets_do_not_depend_on_the_reward_scale(tmp_path):
+    """With value normalisation, scores of 6 +- 1 and of 0.06 +- 0.01 give the value head the same
+    targets, and a constant added to each episode's final reward changes nothing (lambda = 1: the
+    returns are exact, not lambda-returns that discount the final reward)."""
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    scores = torch.tensor([[0.0, 0.0, 5.0], [0.0, 7.0, 0.0], [6.5, 0.0, 0.0]])
+    old = TokenOutputs(torch.zeros(3, 3), torch.zeros(3, 3), torch.zeros(3, 3))
+    small = (scores - 6.0 * (scores != 0)) / 100  # each final reward shifted by -6, all scaled by 1/100
+
+    def targets(rewards: torch.Tensor, **overrides) -> dict[str, torch.Tensor]:
+        config = small_config(tmp_path, gae_lambda=1.0, **overrides)
+        return PPO(config).targets(FakeBatch(rewards, mask), old, rewards, None)
+
+    for name in ("returns", "advantages"):
+        torch.testing.assert_close(targets(scores)[name], targets(small)[name], atol=1e-3, rtol=0)
+    assert targets(scores)["returns"].abs().max() < 3  # the head learns numbers near 0, not near 6
+    assert targets(scores, normalize_values=False)["returns"].max() == 7.0
 
 
 class FakeBatch:
@@ -250,7 +284,7 @@ def test_lora_checkpoints_hold_only_the_adapters(tmp_path):
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     config = small_config(tmp_path)
     trainer = Trainer(config, progress=False)
-    trainer.log.log(trainer._iteration())
+    trainer.log.log(trainer.iterate())
     trainer.save()
     good = (Path(config.out) / "checkpoint" / "policy.safetensors").read_bytes()
     real_loss = trainer.algo.loss
@@ -263,10 +297,10 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
 
 def test_a_crash_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(small_config(tmp_path), progress=False)
-    trainer.log.log(trainer._iteration())
+    trainer.log.log(trainer.iterate())
     checkpoint = trainer.save()
     good = (checkpoint / "state.json").read_text()
-    trainer.log.log(trainer._iteration())
+    trainer.log.log(trainer.iterate())
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
@@ -280,7 +314,7 @@ def test_a_crash_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, mon
 def test_resume_finds_the_previous_checkpoint_after_a_crash_between_renames(tmp_path):
     config = small_config(tmp_path, steps=60)
     trainer = Trainer(config, progress=False)
-    trainer.log.log(trainer._iteration())
+    trainer.log.log(trainer.iterate())
     trainer.save()
     out = Path(config.out)
     (out / "checkpoint").rename(out / "checkpoint.old")  # as if the crash came after the first rename
@@ -297,11 +331,11 @@ def test_a_negative_kl_warns(tmp_path, monkeypatch):
     real = trainer.reference.logprobs
     monkeypatch.setattr(trainer.reference, "logprobs", lambda *a: real(*a) + 1.0)  # ref above the policy: k1 < 0
     with pytest.warns(RuntimeWarning, match="KL to the reference is negative"):
-        trainer._iteration()
+        trainer.iterate()
     monkeypatch.setattr(trainer.reference, "logprobs", real)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        trainer._iteration()
+        trainer.iterate()
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -337,6 +371,8 @@ def test_two_processes_keep_identical_weights(tmp_path):
         assert torch.equal(ranks[0][name], ranks[1][name]), name
     rollouts = json.loads((tmp_path / "completions.json").read_text())
     assert rollouts["0"] != rollouts["1"], "both processes rolled out the same episodes"
+    assert rollouts["moments0"] == rollouts["moments1"] and rollouts["moments0"]["count"] > 0, \
+        "PPO's return statistics must merge both processes' episodes"
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, monkeypatch):

@@ -69,6 +69,7 @@ class TrainConfig:
     ent_coef: float = 0.0
     whiten_advantages: bool = True
     whiten_rewards: bool = False
+    normalize_values: bool = True  # the value head predicts returns scaled by their running mean and std
 
     # KL to the reference (base) model: a per-token reward penalty for PPO and RLOO, a loss term
     # (k3) for GRPO. Fixed at kl_coef, or adaptive towards kl_target over kl_horizon tokens.

@@ -12,7 +12,10 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
+import torch.distributed as dist
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -25,6 +28,49 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
     var = masked_mean((values - mean) ** 2, mask)
     whitened = (values - mean) * torch.rsqrt(var + 1e-8)
     return (whitened if shift_mean else whitened + mean) * mask
+
+
+@dataclass
+class RunningMoments:
+    """Mean and variance of every masked value seen so far, merged batch by batch (Chan et al.
+    1979). Under torch.distributed the batch sums are all-reduced, so every process holds the
+    same moments.
+
+    Example:
+        >>> moments = RunningMoments()
+        >>> moments.update(torch.tensor([[1.0, 3.0]]), torch.ones(1, 2))
+        >>> moments.update(torch.tensor([[5.0, 9.0]]), torch.tensor([[1.0, 0.0]]))
+        >>> moments.mean, moments.var, moments.count
+        (3.0, 2.6666666666666665, 3.0)
+    """
+
+    mean: float = 0.0
+    var: float = 1.0
+    count: float = 0.0
+
+    @property
+    def std(self) -> float:
+        return max(self.var, 1e-8) ** 0.5
+
+    def update(self, values: torch.Tensor, mask: torch.Tensor) -> None:
+        sums = torch.stack([mask.sum(), (values * mask).sum(), (values**2 * mask).sum()]).double()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+        n, total, total_sq = sums.tolist()
+        if n == 0:
+            return
+        batch_mean = total / n
+        batch_var = max(total_sq / n - batch_mean**2, 0.0)
+        merged, delta = self.count + n, batch_mean - self.mean
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / merged) / merged
+        self.mean += delta * n / merged
+        self.count = merged
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
 
 
 def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

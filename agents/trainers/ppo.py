@@ -6,6 +6,11 @@ the reference model. A value head on the shared trunk estimates the return; GAE(
 turns rewards and values into advantages, which are whitened over the batch. The loss is the
 clipped surrogate, a clipped value loss and an entropy bonus.
 
+With ``normalize_values`` (the default) the value head predicts returns normalised by their
+running mean and std (value normalisation, as in MAPPO, Yu et al. 2022). Task scores come on any
+scale: the Preference reward model's are about 6, and a head that must first climb from 0 to 6
+sends gradients 20 times the policy's into the shared trunk, which then forgets how to write.
+
 Example (``textgym train ENV_ID --algo ppo`` runs it; here GAE on one 3-token episode):
     >>> import torch
     >>> from agents.trainers.ppo import gae
@@ -19,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from agents.trainers.config import TrainConfig
-from agents.trainers.core import clipped_policy_loss, masked_mean, masked_whiten
+from agents.trainers.core import RunningMoments, clipped_policy_loss, masked_mean, masked_whiten
 from agents.trainers.policy import TokenOutputs
 from agents.trainers.rollout import Batch
 
@@ -44,18 +49,30 @@ class PPO:
 
     def __init__(self, config: TrainConfig):
         self.config = config
+        self.returns = RunningMoments()  # identity (mean 0, std 1) until the first update
 
     def targets(self, batch: Batch, old: TokenOutputs, rewards: torch.Tensor, ref_logprobs: torch.Tensor | None
                 ) -> dict[str, torch.Tensor]:
         mask = batch.completion_mask
         if self.config.whiten_rewards:  # scale only: shifting would change the optimal policy's length
             rewards = masked_whiten(rewards, mask, shift_mean=False)
-        advantages = gae(rewards, old.values, mask, self.config.gamma, self.config.gae_lambda)
-        returns = advantages + old.values
+        values = old.values * self.returns.std + self.returns.mean  # in reward units
+        advantages = gae(rewards, values, mask, self.config.gamma, self.config.gae_lambda)
+        returns = advantages + values
+        if self.config.normalize_values:
+            self.returns.update(returns, mask)
+            returns = (returns - self.returns.mean) / self.returns.std * mask
         if self.config.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
+        # The value loss compares the head's own outputs with the (normalised) returns.
         return {"old_logprobs": old.logprobs, "old_values": old.values, "advantages": advantages,
                 "returns": returns}
+
+    def state_dict(self) -> dict:
+        return {"returns": self.returns.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.returns.load_state_dict(state["returns"])
 
     def loss(self, new: TokenOutputs, rows: dict[str, torch.Tensor], mask: torch.Tensor, kl_coef: float
              ) -> tuple[torch.Tensor, dict[str, float]]:

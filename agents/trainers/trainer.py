@@ -95,6 +95,8 @@ class Trainer:
             load_checkpoint(checkpoint, self.policy, self.optimizer, self.scheduler)
             self.steps, self.iteration = state["steps"], state["iteration"]
             self.kl.load_state_dict(state["kl"])
+            if "algo" in state:  # PPO's value normaliser; GRPO and RLOO keep no state
+                self.algo.load_state_dict(state["algo"])
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(self.out, c.steps, resume_step=self.steps if checkpoint else None,
                               enabled=self.accelerator.is_main_process, progress=progress)
@@ -124,7 +126,8 @@ class Trainer:
 
     # --- one iteration --------------------------------------------------------------------------
 
-    def _iteration(self) -> dict[str, float]:
+    def iterate(self) -> dict[str, float]:
+        """One rollout and one update; the metrics row (``train`` logs it and checkpoints)."""
         c, start = self.config, time.perf_counter()
         batch = self.rollout.collect(self.policy.lm, self._seed_iteration(), self.generator)
         mask, width = batch.completion_mask, batch.completion_tokens
@@ -200,7 +203,7 @@ class Trainer:
         if self.iteration == 0 and main:
             self._write_samples("before")
         while self.steps < limit:
-            self.log.log(self._iteration())
+            self.log.log(self.iterate())
             if self.iteration % self.config.checkpoint_every == 0:
                 self.save()
         checkpoint = self.save()
@@ -215,6 +218,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             state = {"config": self.config.to_dict(), "steps": self.steps, "iteration": self.iteration,
                      "kl": self.kl.state_dict(), "processes": self.world}
+            if hasattr(self.algo, "state_dict"):
+                state["algo"] = self.algo.state_dict()
             save_checkpoint(checkpoint, self.policy, self.optimizer, self.scheduler, state)
         self.accelerator.wait_for_everyone()
         return checkpoint
