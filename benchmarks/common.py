@@ -11,7 +11,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,21 @@ def machine() -> dict[str, object]:
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "gymnasium": gym.__version__,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+@contextmanager
+def figure(path: Path, columns: int, size: tuple[float, float], **subplots) -> Iterator[list]:
+    """A row of ``columns`` axes to draw on, saved to ``path`` on exit (Agg: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, columns, figsize=size, squeeze=False, **subplots)
+    yield list(axes[0])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_json(path: Path, record: dict) -> None:

@@ -24,7 +24,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 
 import textgym  # noqa: F401  (registers the envs)
 from agents import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy
-from common import RESULTS, machine, write_json
+from common import RESULTS, figure, machine, write_json
 from textgym.models import load_causal_lm
 from textgym.models.cache import positions
 
@@ -60,23 +60,15 @@ def evaluate(model, base, episodes: int, seed: int) -> dict[str, float]:
 
 
 def plot(curve: list[dict], out: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [point["env_steps"] for point in curve]
-    fig, left = plt.subplots(figsize=(6, 3.5))
-    left.plot(steps, [p["test_score"] for p in curve], "o-", color="tab:blue", label="test score")
-    left.set_xlabel("env steps (tokens)")
-    left.set_ylabel("mean test score (VADER, [0, 1])", color="tab:blue")
-    right = left.twinx()
-    right.plot(steps, [p["kl_to_base"] for p in curve], "s--", color="tab:red", label="KL to base")
-    right.set_ylabel("per-token KL to base", color="tab:red")
-    left.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    with figure(out, 1, (6, 3.5)) as (left,):
+        left.plot(steps, [p["test_score"] for p in curve], "o-", color="tab:blue", label="test score")
+        left.set_xlabel("env steps (tokens)")
+        left.set_ylabel("mean test score (VADER, [0, 1])", color="tab:blue")
+        right = left.twinx()
+        right.plot(steps, [p["kl_to_base"] for p in curve], "s--", color="tab:red", label="KL to base")
+        right.set_ylabel("per-token KL to base", color="tab:red")
+        left.set_title(title)
 
 
 def main() -> None:
