@@ -189,6 +189,24 @@ def test_rollout_batches_are_the_envs_episodes():
     assert batch.prompts == [p for p in batch.prompts if p.endswith("=")]
 
 
+def test_a_minibatch_drops_only_columns_that_are_padding_in_all_its_rows():
+    envs = gym.make_vec("textgym/Sentiment-v0", num_envs=8, max_new_tokens=16)
+    policy = TokenPolicy.load("tiny", with_value=True)
+    batch = Rollout(envs, Sampling()).collect(policy.lm, seeds=list(range(8)),
+                                              generator=torch.Generator().manual_seed(0))
+    full = policy(batch.ids, batch.mask, batch.completion_tokens)
+    rows = torch.argsort(batch.lengths)[:3]  # the shortest episodes: their minibatch is narrower
+    ids, mask, width = batch.minibatch(rows)
+    assert width == int(batch.lengths[rows].max()) < batch.completion_tokens
+    assert mask[:, 0].any() and mask[:, -1].any()  # no column left that every row pads
+    assert mask.sum() == batch.mask[rows].sum()  # ... and no real token lost
+    trimmed = policy(ids, mask, width)
+    for name in ("logprobs", "values", "entropy"):
+        torch.testing.assert_close(getattr(trimmed, name) * batch.completion_mask[rows, :width],
+                                   getattr(full, name)[rows, :width] * batch.completion_mask[rows, :width],
+                                   atol=1e-5, rtol=0)
+
+
 def test_top_k_one_sampling_is_greedy():
     envs = gym.make_vec("textgym/Sentiment-v0", num_envs=2, max_new_tokens=8)
     lm = load_causal_lm("tiny", device="cpu")

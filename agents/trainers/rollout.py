@@ -83,6 +83,17 @@ class Batch:
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(1)
 
+    def minibatch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The ``rows``' ids and mask without the columns that are padding in all of them (prompt
+        padding on the left, completion columns past their longest episode), and how many
+        completion columns remain: the same sequences, for less compute in the update."""
+        prompt_width = self.ids.shape[1] - self.completion_tokens
+        mask = self.mask[rows]
+        longest_prompt = int(mask[:, :prompt_width].sum(1).max())
+        width = int(self.lengths[rows].max())
+        columns = slice(prompt_width - longest_prompt, prompt_width + width)
+        return self.ids[rows, columns], mask[:, columns], width
+
 
 TASK_IDS = {task.env_id for task in TASKS.values()}
 

@@ -168,9 +168,11 @@ class Trainer:
         for _ in range(c.epochs):
             order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(batch.ids.device)
             for rows in order.split(c.minibatch_size):
-                new = self.model(batch.ids[rows], batch.mask[rows], batch.completion_tokens)
-                loss, step_stats = self.algo.loss(new, {k: v[rows] for k, v in targets.items()},
-                                                  batch.completion_mask[rows], self.kl.coef)
+                ids, mask, width = batch.minibatch(rows)
+                completion_mask = batch.completion_mask[rows, :width]
+                new = self.model(ids, mask, width)
+                loss, step_stats = self.algo.loss(new, {k: v[rows, :width] for k, v in targets.items()},
+                                                  completion_mask, self.kl.coef)
                 self.optimizer.zero_grad()
                 self.accelerator.backward(loss)
                 grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
@@ -180,7 +182,7 @@ class Trainer:
                         f"{self.iteration + 1}, step {self.steps}; training stopped before the update, and the "
                         f"last good checkpoint in {self.out / 'checkpoint'} is kept. Try a lower lr (now {c.lr}).")
                 self.optimizer.step()
-                step_stats |= {"policy/entropy": masked_mean(new.entropy, batch.completion_mask[rows]).item(),
+                step_stats |= {"policy/entropy": masked_mean(new.entropy, completion_mask).item(),
                                "val/grad_norm": float(grad_norm)}
                 for key, value in step_stats.items():
                     stats[key].append(value)
