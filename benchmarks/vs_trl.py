@@ -1,0 +1,200 @@
+"""Our GRPO (and PPO) versus TRL's ``GRPOTrainer``, side by side, on the same problem.
+
+Both train the embedded model, saved locally in HF format, on ``textgym/Sentiment-v0``'s train
+prompts with its VADER reward, for the same number of optimizer steps:
+
+| setting | ours | TRL (``GRPOConfig``) |
+| --- | --- | --- |
+| completions per generation | ``num_envs`` = 32 | ``generation_batch_size`` = 32 |
+| group size | ``group_size`` = 4 | ``num_generations`` = 4 |
+| completion length | 48 new tokens, stop at EOS | ``max_completion_length`` = 48 |
+| minibatch | ``minibatch_size`` = 16 | ``per_device_train_batch_size`` = 16, ``steps_per_generation`` = 2 |
+| passes over each generation | ``epochs`` = 4 | ``num_iterations`` = 4 |
+| KL to the reference (full copy) | ``kl_coef`` = 0.05, k3 in the loss | ``beta`` = 0.05 (k3 in the loss) |
+| loss | clipped, token mean over the minibatch | ``loss_type="bnpo"``, ``epsilon`` = 0.2 |
+| optimiser | AdamW, lr 3e-5 constant, weight decay 0.01, clip 1.0 | the same |
+| sampling | temperature 1, no top-k/top-p | the same |
+| dropout | off (eval mode) | ``disable_dropout=True`` |
+
+What cannot be matched: TRL's rewards are per sequence, so ours runs with ``reward_mode="sparse"``
+(the same final VADER score, no shaping). Our GRPO's group std runs over the group's tokens
+(``agents/trainers/grpo.py`` says why), TRL's over the group's sequence rewards; with sparse
+rewards the two differ only in weighting by length. TRL shuffles its generation batch once
+(the same minibatch split on every pass); ours reshuffles each epoch.
+
+Measured, each contender in its own process (peak memory cannot be reset within one), in rounds
+that alternate contenders: tokens/s over the whole training loop (generated tokens, EOS included,
+over the wall time of the loop, setup excluded), the final test score (``--episodes`` sampled test
+episodes, the same seeds for every model), and peak memory (peak RSS on CPU,
+``torch.cuda.max_memory_allocated`` on CUDA). Writes ``results/vs_trl.json`` with
+``throughput_ratio_vs_trl`` (our GRPO over TRL's; goal >= 1.5 with a test score no worse) and
+``wall_time_ratio_trl_over_ours``: the policies write completions of different lengths as they
+learn, so the same optimizer steps cover different token counts, and tokens/s alone would favour
+the one that writes longer.
+
+    pip install -e ".[bench]"
+    python benchmarks/vs_trl.py             # 20 generations (160 optimizer steps), 3 rounds
+    python benchmarks/vs_trl.py --quick     # smoke run: 2 generations, 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, machine, write_json
+
+ENV_ID = "textgym/Sentiment-v0"
+GENERATION_BATCH, GROUP, MINIBATCH, EPOCHS, NEW_TOKENS = 32, 4, 16, 4, 48
+LR, KL_COEF, SEED = 3e-5, 0.05, 0
+WEIGHT_DECAY = 0.01  # torch AdamW's default, which our trainer uses; TRL's default is 0
+CONTENDERS = ("textgym-grpo", "textgym-ppo", "trl-grpo")
+
+
+def optimizer_steps(generations: int) -> int:
+    return generations * EPOCHS * GENERATION_BATCH // MINIBATCH
+
+
+Trained = tuple[torch.nn.Module, int, int, float]  # the model, generated tokens, optimizer steps, seconds
+
+
+def train_textgym(algo: str, model_dir: str, generations: int) -> Trained:
+    from agents.trainers import TrainConfig, Trainer
+
+    config = TrainConfig(env_id=ENV_ID, algo=algo, model=model_dir, env_kwargs={"tokenizer": model_dir},
+                         reward_mode="sparse", num_envs=GENERATION_BATCH, group_size=GROUP,
+                         minibatch_size=MINIBATCH, epochs=EPOCHS, lr=LR, kl_coef=KL_COEF, seed=SEED,
+                         steps=10**12, out=tempfile.mkdtemp())
+    trainer = Trainer(config, progress=False)
+    updates = []
+    trainer.optimizer.optimizer.register_step_post_hook(lambda *_: updates.append(1))
+    start = time.perf_counter()
+    for _ in range(generations):
+        trainer.log.log(trainer.iterate())
+    return trainer.policy.lm, trainer.steps, len(updates), time.perf_counter() - start
+
+
+def train_trl(model_dir: str, generations: int) -> Trained:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from textgym.scorers import VaderSentiment
+    from textgym.tasks import data
+
+    vader, generated = VaderSentiment(), []
+
+    def reward(prompts: list[str], completions: list[str], completion_ids: list[list[int]], **_) -> list[float]:
+        generated.append(sum(len(ids) for ids in completion_ids))
+        return [float(s) for s in vader(prompts, completions)]
+
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=MINIBATCH,
+        steps_per_generation=GENERATION_BATCH // MINIBATCH, num_generations=GROUP, num_iterations=EPOCHS,
+        max_completion_length=NEW_TOKENS, max_steps=optimizer_steps(generations), learning_rate=LR,
+        lr_scheduler_type="constant", weight_decay=WEIGHT_DECAY, max_grad_norm=1.0, beta=KL_COEF, epsilon=0.2,
+        loss_type="bnpo", scale_rewards="group", temperature=1.0, top_k=0, top_p=1.0, disable_dropout=True,
+        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=SEED, report_to="none",
+        save_strategy="no", logging_steps=EPOCHS * GENERATION_BATCH // MINIBATCH)
+    prompts, _ = data.sentiment("train")
+    trainer = GRPOTrainer(model=model_dir, reward_funcs=reward, args=args,
+                          train_dataset=Dataset.from_dict({"prompt": list(prompts)}))
+    start = time.perf_counter()
+    trainer.train()
+    return trainer.model, sum(generated), trainer.state.global_step, time.perf_counter() - start
+
+
+def run_one(name: str, model_dir: str, generations: int, episodes: int) -> dict:
+    """In a child process: train one contender, then score it on the test split."""
+    import numpy as np
+
+    import textgym  # noqa: F401  (registers the envs)
+    from agents.trainers import TrainConfig
+    from agents.trainers.rollout import Sampling, evaluate
+
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(SEED)
+    if name == "trl-grpo":
+        lm, tokens, updates, seconds = train_trl(model_dir, generations)
+    else:
+        lm, tokens, updates, seconds = train_textgym(name.removeprefix("textgym-"), model_dir, generations)
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    test = evaluate(lm.eval(), ENV_ID, {"tokenizer": model_dir}, episodes, Sampling.from_config(TrainConfig()),
+                    seed=10_000)
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_mib": peak,
+            "test_score": float(np.mean([s["score"] for s in test])), "optimizer_steps": updates}
+
+
+def save_embedded_model(root: Path) -> str:
+    from textgym.models import load_causal_lm, load_tokenizer, save_pretrained_atomically
+
+    out = root / "tiny"
+    save_pretrained_atomically(out, load_causal_lm("tiny"), load_tokenizer("tiny"))
+    return str(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--generations", type=int, default=20, help="rollouts of 32 completions per contender")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=256, help="test episodes per trained model")
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 generations, 1 round, 16 test episodes")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--child", nargs=2, metavar=("NAME", "MODEL_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.generations, args.rounds, args.episodes = 2, 1, 16
+    if args.child:
+        print(json.dumps(run_one(*args.child, args.generations, args.episodes)))
+        return
+    runs: dict[str, list[dict]] = {name: [] for name in args.contenders}
+    with tempfile.TemporaryDirectory() as root:
+        model_dir = save_embedded_model(Path(root))
+        for round_ in range(args.rounds):
+            for name in args.contenders:
+                out = subprocess.run([sys.executable, __file__, "--child", name, model_dir, "--generations",
+                                      str(args.generations), "--episodes", str(args.episodes)],
+                                     capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise RuntimeError(f"{name} failed:\n{out.stderr[-4000:]}")
+                runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                r = runs[name][-1]
+                print(f"round {round_ + 1} {name}: {r['tokens_per_s']:.0f} tok/s, test {r['test_score']:.3f}, "
+                      f"peak {r['peak_mib']:.0f} MiB", flush=True)
+    results = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"\n{'contender':<15}{'tokens/s':>10}{'tokens':>8}{'seconds':>9}{'test score':>12}{'peak MiB':>10}"
+          f"{'opt steps':>11}   ({device}, {args.generations} generations of {GENERATION_BATCH}, median of "
+          f"{args.rounds} rounds)")
+    for name, r in results.items():
+        print(f"{name:<15}{r['tokens_per_s']:>10.0f}{r['tokens']:>8.0f}{r['seconds']:>9.1f}{r['test_score']:>12.3f}"
+              f"{r['peak_mib']:>10.0f}{r['optimizer_steps']:>11.0f}")
+    record = {"machine": machine(), "device": device, "generations": args.generations, "rounds": args.rounds,
+              "test_episodes": args.episodes, "results": results, "runs": runs}
+    if {"textgym-grpo", "trl-grpo"} <= set(results):
+        ours, trl = results["textgym-grpo"], results["trl-grpo"]
+        record["throughput_ratio_vs_trl"] = ours["tokens_per_s"] / trl["tokens_per_s"]
+        record["wall_time_ratio_trl_over_ours"] = trl["seconds"] / ours["seconds"]  # same optimizer steps
+        record["test_score_difference_vs_trl"] = ours["test_score"] - trl["test_score"]
+        print(f"throughput ratio (our GRPO / TRL GRPO): {record['throughput_ratio_vs_trl']:.2f} (goal >= 1.5); "
+              f"TRL's loop takes {record['wall_time_ratio_trl_over_ours']:.2f}x our time for the same optimizer "
+              f"steps; test score difference {record['test_score_difference_vs_trl']:+.3f} (goal >= 0)")
+    suffix = "" if device == "cpu" else f"_{device}"
+    write_json(args.out / f"vs_trl{suffix}.json", record)
+
+
+if __name__ == "__main__":
+    main()
