@@ -117,3 +117,14 @@ def test_build_script_end_to_end(tmp_path):
     assert json.loads((out / "build_record.json").read_text())["train_steps"] == 4
     build(cfg)  # building over an existing model replaces it atomically
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_loaded_models_run_the_fused_gelu_with_the_same_outputs():
+    """load_causal_lm swaps gelu_new for PyTorch's fused tanh GELU: the same function."""
+    as_saved = GPT2LMHeadModel.from_pretrained(tiny_path()).eval()
+    fused = load_causal_lm("tiny", device="cpu")
+    assert type(as_saved.transformer.h[0].mlp.act).__name__ == "NewGELUActivation"
+    assert type(fused.transformer.h[0].mlp.act).__name__ == "GELUTanh"
+    ids = torch.randint(2, 2000, (4, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(input_ids=ids).logits, as_saved(input_ids=ids).logits, atol=1e-4, rtol=0)
