@@ -84,7 +84,8 @@ class Trainer:
                              f"Discrete({len(self.envs.unwrapped.tokenizer)}); pass the env's tokenizer's model")
         self.reference = Reference(policy) if c.uses_reference else None
         self.steps = self.iteration = 0  # the linear lr schedule reads self.steps
-        optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=c.lr)
+        # The fused kernel (one op for all parameters, CPU or CUDA) is HF Trainer's default too.
+        optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=c.lr, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
         self.scheduler = scheduler
