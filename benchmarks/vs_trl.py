@@ -12,9 +12,10 @@ prompts with its VADER reward, for the same number of optimizer steps:
 | passes over each generation | ``epochs`` = 4 | ``num_iterations`` = 4 |
 | KL to the reference (full copy) | ``kl_coef`` = 0.05, k3 in the loss | ``beta`` = 0.05 (k3 in the loss) |
 | loss | clipped, token mean over the minibatch | ``loss_type="bnpo"``, ``epsilon`` = 0.2 |
-| optimiser | AdamW, lr 3e-5 constant, weight decay 0.01, clip 1.0 | the same |
+| optimiser | fused AdamW, lr 3e-5 constant, weight decay 0.01, clip 1.0 | the same (HF's default ``adamw_torch_fused``) |
 | sampling | temperature 1, no top-k/top-p | the same |
 | dropout | off (eval mode) | ``disable_dropout=True`` |
+| model | the saved directory (its config: the fused tanh GELU) | the same directory |
 
 What cannot be matched: TRL's rewards are per sequence, so ours runs with ``reward_mode="sparse"``
 (the same final VADER score, no shaping). Our GRPO's group std runs over the group's tokens
