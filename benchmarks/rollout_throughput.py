@@ -74,7 +74,7 @@ def contenders(model: str, device: torch.device) -> dict:
 
     runs = {name: (lambda r=r: r.collect(lm, list(range(BATCH)), generator)) for name, r in rollouts.items()}
     runs["generate"] = generate
-    runs["iteration"] = trainer._iteration
+    runs["iteration"] = trainer.iterate
     return {name: (lambda fn=fn: timed(fn)) for name, fn in runs.items()}
 
 
