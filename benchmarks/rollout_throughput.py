@@ -18,6 +18,7 @@ each contender makes 64 x 48 tokens. ``ratio_vs_generate`` = env_rollout / gener
 Goal: >= 0.85.
 
     python benchmarks/rollout_throughput.py [--rounds 3] [--gpt2-rounds 1] [--models tiny gpt2-small]
+    python benchmarks/rollout_throughput.py --quick --out /tmp   # smoke run (CI)
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gpt2-rounds", type=int, default=1, help="rounds for gpt2-small (slow on CPU)")
     parser.add_argument("--models", nargs="+", default=["tiny", "gpt2-small"])
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny only, 1 round")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.quick:
+        args.models, args.rounds = ["tiny"], 1
     warnings.filterwarnings("ignore")
     device = default_device()
     results = {}
@@ -112,7 +117,7 @@ def main() -> None:
     record = {"env_id": ENV_ID, "batch": BATCH, "new_tokens": NEW_TOKENS, "device": str(device), "machine": machine(),
               "ratio_vs_generate": results.get("tiny", {}).get("ratio_vs_generate"), "models": results}
     suffix = "" if device.type == "cpu" else f"_{device.type}"
-    write_json(RESULTS / f"rollout_throughput{suffix}.json", record)
+    write_json(args.out / f"rollout_throughput{suffix}.json", record)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Smoke runs of the evidence benchmarks' ``--quick`` modes: they run from a clone and write their results."""
+"""Smoke runs of the benchmarks' ``--quick`` modes: they run from a clone and write their results."""
 
 from __future__ import annotations
 
@@ -45,3 +45,12 @@ def test_vs_trl_quick_compares_our_grpo_with_trls(tmp_path):
     assert steps == {16}  # 2 generations x 4 passes x 2 minibatches, for every contender
     for r in results.values():
         assert r["tokens"] > 0 and r["peak_mib"] > 0 and 0 <= r["test_score"] <= 1
+
+
+def test_rollout_throughput_quick_measures_every_contender(tmp_path):
+    run_quick("rollout_throughput.py", tmp_path)
+    record = json.loads((tmp_path / "rollout_throughput.json").read_text())
+    tiny = record["models"]["tiny"]
+    assert set(tiny) >= {"env_rollout", "env_rollout_immediate", "generate", "iteration"}
+    assert all(tiny[k]["tokens_per_s"] > 0 for k in ("env_rollout", "env_rollout_immediate", "generate", "iteration"))
+    assert record["ratio_vs_generate"] == tiny["ratio_vs_generate"] > 0
