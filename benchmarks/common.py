@@ -101,6 +101,15 @@ def machine() -> dict[str, object]:
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
+def test_score(lm, config, episodes: int) -> float:
+    """Mean task score of ``lm`` over ``episodes`` sampled test-split episodes of ``config``'s env,
+    with its sampling settings; seeded alike for every model, so scores compare."""
+    from agents.trainers.rollout import Sampling, evaluate
+
+    samples = evaluate(lm, config.env_id, config.env_kwargs, episodes, Sampling.from_config(config), seed=10_000)
+    return float(np.mean([s["score"] for s in samples]))
+
+
 @contextmanager
 def figure(path: Path, columns: int, size: tuple[float, float], **subplots) -> Iterator[list]:
     """A row of ``columns`` axes to draw on, saved to ``path`` on exit (Agg: no display needed)."""

@@ -33,13 +33,13 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, figure, machine, write_json
+from common import RESULTS, figure, machine, test_score, write_json
 
 ALGOS = ("ppo", "grpo")
 MODES = ("sparse", "immediate")
@@ -86,7 +86,6 @@ def train_one(run: Run) -> dict:
     transformers.utils.logging.disable_progress_bar()
     import textgym  # noqa: F401  (registers the envs)
     from agents.trainers import TrainConfig, Trainer
-    from agents.trainers.rollout import Sampling, evaluate
     from textgym.tasks import TASKS
 
     start = time.perf_counter()
@@ -96,34 +95,30 @@ def train_one(run: Run) -> dict:
         trainer = Trainer(config, progress=False)
         trainer.train()
         rows = trainer.log.rows
-        test = evaluate(trainer.policy.lm, config.env_id, {}, run.episodes, Sampling.from_config(config), seed=10_000)
+        score = test_score(trainer.policy.lm, config, run.episodes)
     return {
         "task": run.task, "algo": run.algo, "mode": run.mode, "seed": run.seed,
         "steps": [r["step"] for r in rows], "score": [r["objective/score"] for r in rows],
         "kl": [r["objective/kl"] for r in rows],
-        "test_score": float(np.mean([s["score"] for s in test])),
+        "test_score": score,
         "final_kl": float(np.mean([r["objective/kl"] for r in rows[-SMOOTHING:]])),
         "minutes": (time.perf_counter() - start) / 60,
     }
 
 
-@dataclass
-class Summary:
-    """One (task, algo, mode) cell: its seeds' runs, summarised."""
-    runs: list[dict] = field(default_factory=list)
-
-    def stats(self, threshold: float) -> dict:
-        reached = [tokens_to_threshold(r["steps"], r["score"], threshold) for r in self.runs]
-        hits = [t for t in reached if t is not None]
-        test = [r["test_score"] for r in self.runs]
-        kl = [r["final_kl"] for r in self.runs]
-        return {
-            "tokens_to_threshold": reached,
-            "tokens_to_threshold_mean": float(np.mean(hits)) if hits else None,
-            "reached": f"{len(hits)}/{len(reached)}",
-            "test_score_mean": float(np.mean(test)), "test_score_std": float(np.std(test)),
-            "final_kl_mean": float(np.mean(kl)), "final_kl_std": float(np.std(kl)),
-        }
+def summarise(runs: list[dict], threshold: float) -> dict:
+    """One (task, algo, mode) cell over its seeds."""
+    reached = [tokens_to_threshold(r["steps"], r["score"], threshold) for r in runs]
+    hits = [t for t in reached if t is not None]
+    test = [r["test_score"] for r in runs]
+    kl = [r["final_kl"] for r in runs]
+    return {
+        "tokens_to_threshold": reached,
+        "tokens_to_threshold_mean": float(np.mean(hits)) if hits else None,
+        "reached": f"{len(hits)}/{len(reached)}",
+        "test_score_mean": float(np.mean(test)), "test_score_std": float(np.std(test)),
+        "final_kl_mean": float(np.mean(kl)), "final_kl_std": float(np.std(kl)),
+    }
 
 
 def band(runs: list[dict], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,11 +127,11 @@ def band(runs: list[dict], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return curves.mean(0), curves.std(0)
 
 
-def plot_task(task: str, cells: dict[tuple[str, str], Summary], threshold: float, path: Path) -> None:
+def plot_task(task: str, cells: dict[tuple[str, str], list[dict]], threshold: float, path: Path) -> None:
     with figure(path, len(ALGOS), (5 * len(ALGOS), 3.4), sharey=True) as axes:
         for ax, algo in zip(axes, ALGOS):
             for mode, color in zip(MODES, ("tab:blue", "tab:orange")):
-                runs = cells[algo, mode].runs
+                runs = cells[algo, mode]
                 grid = np.linspace(0, min(r["steps"][-1] for r in runs), 100)
                 mean, std = band(runs, grid)
                 ax.plot(grid, mean, color=color, label=f"{mode} ({len(runs)} seeds)")
@@ -162,19 +157,19 @@ def main() -> None:
     runs = [Run(task, algo, mode, seed, int(BUDGETS[task] * args.budget_scale), args.episodes)
             for task, algo, mode, seed in product(args.tasks, ALGOS, MODES, range(args.seeds))]
     start = time.perf_counter()
-    cells: dict[tuple[str, str, str], Summary] = {}
+    cells: dict[tuple[str, str, str], list[dict]] = {}
     with ProcessPoolExecutor(args.workers) as pool:
-        for result in pool.map(train_one, runs):
-            cells.setdefault((result["task"], result["algo"], result["mode"]), Summary()).runs.append(result)
-            print(f"{result['task']}/{result['algo']}/{result['mode']}/seed{result['seed']}: test "
-                  f"{result['test_score']:.3f}, KL {result['final_kl']:.2f}, {result['minutes']:.1f} min", flush=True)
+        for run, result in zip(runs, pool.map(train_one, runs)):
+            cells.setdefault((run.task, run.algo, run.mode), []).append(result)
+            print(f"{run.name}: test {result['test_score']:.3f}, KL {result['final_kl']:.2f}, "
+                  f"{result['minutes']:.1f} min", flush=True)
     minutes = (time.perf_counter() - start) / 60
 
     table = {}
     print(f"\n{'task':<11}{'algo':<6}{'mode':<10}{'threshold':>10}{'reached':>8}{'tokens to it':>14}"
           f"{'test score':>16}{'KL/episode':>14}")
     for (task, algo, mode), cell in cells.items():
-        stats = table.setdefault(task, {}).setdefault(algo, {})[mode] = cell.stats(limits[task])
+        stats = table.setdefault(task, {}).setdefault(algo, {})[mode] = summarise(cell, limits[task])
         tokens = stats["tokens_to_threshold_mean"]
         print(f"{task:<11}{algo:<6}{mode:<10}{limits[task]:>10.3f}{stats['reached']:>8}"
               f"{'-' if tokens is None else f'{tokens:,.0f}':>14}"
@@ -190,7 +185,7 @@ def main() -> None:
         "test_episodes": args.episodes, "hyperparameters": HYPERPARAMETERS,
         "budgets": {t: int(BUDGETS[t] * args.budget_scale) for t in args.tasks}, "thresholds": limits,
         "smoothing_iterations": SMOOTHING, "results": table,
-        "runs": [r for cell in cells.values() for r in cell.runs]})
+        "runs": [r for cell in cells.values() for r in cell]})
 
 
 if __name__ == "__main__":

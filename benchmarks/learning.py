@@ -25,8 +25,7 @@ import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
 from agents.trainers import TrainConfig, Trainer
-from agents.trainers.rollout import Sampling, evaluate
-from common import RESULTS, figure, machine, write_json
+from common import RESULTS, figure, machine, test_score, write_json
 from textgym.models import load_causal_lm
 
 RUNS = {
@@ -36,11 +35,6 @@ RUNS = {
     "arithmetic-grpo": dict(env_id="textgym/Arithmetic-v0", algo="grpo", reward_mode="sparse", group_size=16,
                             num_envs=256, minibatch_size=64, epochs=2, lr=5e-5, steps=300_000),
 }
-
-
-def test_score(lm, config: TrainConfig, episodes: int) -> float:
-    samples = evaluate(lm, config.env_id, config.env_kwargs, episodes, Sampling.from_config(config), seed=10_000)
-    return float(np.mean([s["score"] for s in samples]))
 
 
 def plot(results: dict, path) -> None:

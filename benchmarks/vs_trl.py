@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, machine, write_json
+from common import RESULTS, machine, test_score, write_json
 
 ENV_ID = "textgym/Sentiment-v0"
 GENERATION_BATCH, GROUP, MINIBATCH, EPOCHS, NEW_TOKENS = 32, 4, 16, 4, 48
@@ -116,11 +116,8 @@ def train_trl(model_dir: str, generations: int) -> Trained:
 
 def run_one(name: str, model_dir: str, generations: int, episodes: int) -> dict:
     """In a child process: train one contender, then score it on the test split."""
-    import numpy as np
-
     import textgym  # noqa: F401  (registers the envs)
     from agents.trainers import TrainConfig
-    from agents.trainers.rollout import Sampling, evaluate
 
     warnings.filterwarnings("ignore")
     torch.manual_seed(SEED)
@@ -132,10 +129,9 @@ def run_one(name: str, model_dir: str, generations: int, episodes: int) -> dict:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    test = evaluate(lm.eval(), ENV_ID, {"tokenizer": model_dir}, episodes, Sampling.from_config(TrainConfig()),
-                    seed=10_000)
+    score = test_score(lm.eval(), TrainConfig(env_id=ENV_ID, env_kwargs={"tokenizer": model_dir}), episodes)
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_mib": peak,
-            "test_score": float(np.mean([s["score"] for s in test])), "optimizer_steps": updates}
+            "test_score": score, "optimizer_steps": updates}
 
 
 def save_embedded_model(root: Path) -> str:
