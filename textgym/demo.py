@@ -18,6 +18,7 @@ import torch
 import textgym  # noqa: F401  (registers the envs)
 from textgym.models import load_causal_lm
 from textgym.models.cache import positions
+from textgym.models.sampling import sample_categorical
 
 
 @dataclass
@@ -36,7 +37,7 @@ def sample_tokens(model, obs: dict[str, np.ndarray], temperature: float, generat
     mask = torch.from_numpy(obs["attention_mask"]).to(model.device)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1].float()
     probs = torch.softmax(logits / temperature, dim=-1).cpu()
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
+    return sample_categorical(probs, generator).numpy()
 
 
 def rollout(cfg: DemoConfig) -> list[dict]:

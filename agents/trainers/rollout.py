@@ -33,7 +33,8 @@ from transformers.generation.logits_process import (
 )
 
 from agents.trainers.policy import autocast
-from textgym.models.cache import positions
+from textgym.models.cache import positions, preallocated_cache
+from textgym.models.sampling import sample_categorical
 from textgym.tasks import TASKS
 
 
@@ -131,7 +132,7 @@ class Rollout:
 
     def _sample(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         scores = self.warpers(None, logits[:, : self.vocab].float())  # models may pad their vocabulary
-        return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
+        return sample_categorical(torch.softmax(scores, dim=-1), generator)
 
     @torch.no_grad()
     def collect(self, lm, seeds: list[int], generator: torch.Generator) -> Batch:
@@ -155,7 +156,7 @@ class Rollout:
         mask = prompt_mask
         with autocast(device):
             out = lm(input_ids=prompt_ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
-                     logits_to_keep=1)
+                     past_key_values=preallocated_cache(mask.shape[1] + self.max_new_tokens), logits_to_keep=1)
         steps = 0
         for t in range(self.max_new_tokens):
             token = self._sample(out.logits[:, -1], generator)

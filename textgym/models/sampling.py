@@ -1,0 +1,36 @@
+"""Drawing one token per row from a batch of next-token distributions, fast on every device.
+
+``torch.multinomial`` draws an exponential variate for every vocabulary entry of every row. On CPU
+that dominates a decoding step: at batch 64 it costs ~6 ms for the 2,098-token embedded model
+(half a forward pass) and ~140 ms at GPT-2's 50,257 tokens (more than the forward). Inverse-CDF
+sampling needs one uniform number per row and a binary search in the row's cumulative sums.
+
+Example:
+    >>> import torch
+    >>> from textgym.models.sampling import sample_categorical
+    >>> probs = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]])
+    >>> tokens = sample_categorical(probs, torch.Generator().manual_seed(0))
+    >>> tokens[0].item(), tokens[1].item() in (0, 2)
+    (1, True)
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of ``probs`` (N, V), drawn with probability proportional to the row's
+    entries, like ``torch.multinomial(probs, 1).squeeze(1)``.
+
+    The cumulative sums are float64, so a token's share is exact to ~1e-16 even at V = 50k; a token of
+    probability 0 is never drawn. A row without positive finite mass (NaN logits, say) is an error.
+    """
+    cdf = probs.double().cumsum(-1)
+    total = cdf[:, -1:]
+    if not bool(((total > 0) & torch.isfinite(total)).all()):
+        raise ValueError(f"sample_categorical: rows {torch.nonzero(~(total > 0) | ~torch.isfinite(total))[:, 0].tolist()} "
+                         "have no positive finite probability mass (NaN or -inf logits?)")
+    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=torch.float64) * total
+    # clamp: a draw that rounds up to the total would land one past the last index.
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
