@@ -356,6 +356,24 @@ def test_a_negative_kl_warns(tmp_path, monkeypatch):
         trainer.iterate()
 
 
+def test_a_kl_below_zero_by_chance_does_not_warn(tmp_path, monkeypatch):
+    """Episode KLs of mean -0.1 and spread +-3 (8 episodes): negative, but well within two standard errors."""
+    trainer = Trainer(small_config(tmp_path, kl_estimator="k1"), progress=False)
+    real = trainer.reference.logprobs
+    spread = torch.tensor([3.0, -3.0] * 4)
+
+    def noisy(ids, mask, width):
+        completion = mask[:, -width:].float()
+        return real(ids, mask, width) + ((0.1 + spread) / completion.sum(1))[:, None] * completion
+
+    monkeypatch.setattr(trainer.reference, "logprobs", noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        row = trainer.iterate()
+    assert row["objective/kl"] == pytest.approx(-0.1, abs=1e-3)
+    assert row["objective/kl_stderr"] == pytest.approx(3 * (8 / 7) ** 0.5 / 8 ** 0.5, rel=1e-3)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"lr": 0.0}, "lr must be > 0, got 0.0"),
     ({"algo": "grpo", "group_size": 1}, "group_size must be >= 2"),
