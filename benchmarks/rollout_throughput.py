@@ -17,7 +17,7 @@ Every episode runs all 48 tokens (``stop_on_eos=False``, and ``generate`` withou
 each contender makes 64 x 48 tokens. ``ratio_vs_generate`` = env_rollout / generate for "tiny".
 Goal: >= 0.85.
 
-    python benchmarks/rollout_throughput.py [--rounds 3] [--gpt2-rounds 1] [--models tiny gpt2-small]
+    python benchmarks/rollout_throughput.py [--rounds 5] [--gpt2-rounds 1] [--models tiny gpt2-small]
     python benchmarks/rollout_throughput.py --quick --out /tmp   # smoke run (CI)
 """
 
@@ -81,7 +81,7 @@ def contenders(model: str, device: torch.device) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--gpt2-rounds", type=int, default=1, help="rounds for gpt2-small (slow on CPU)")
     parser.add_argument("--models", nargs="+", default=["tiny", "gpt2-small"])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny only, 1 round")

@@ -8,11 +8,11 @@ whatever the actions, so the optimal policy is the same. Penalties are opt-in: w
 
 | id | the model must | score (range) | data (train + test) | base | gold |
 | --- | --- | --- | --- | --- | --- |
-| ``textgym/Sentiment-v0`` | continue a review positively | VADER, [0, 1] | 1,668 + 416 review openings | 0.57 | 0.94 |
-| ``textgym/Keywords-v0`` | write a scene that uses three given words | coverage − repeated bigrams, [−1, 1] | 5,465 + 1,366 word sets | 0.23 | 1.00 |
+| ``textgym/Sentiment-v0`` | continue a review positively | VADER, [0, 1] | 1,668 + 416 review openings | 0.59 | 0.94 |
+| ``textgym/Keywords-v0`` | write a scene that uses three given words | coverage − repeated bigrams, [−1, 1] | 5,465 + 1,366 word sets | 0.24 | 1.00 |
 | ``textgym/Summarize-v0`` | summarize a passage: who, what, where, when | ROUGE-L F vs the reference, [0, 1] | 2,000 + 400 passages | 0.83 | 1.00 |
-| ``textgym/Arithmetic-v0`` | answer ``a + b =`` / ``a - b =`` | exact answer, {0, 1}; potential: answer digits right so far | 12,040 + 3,010 problems | 0.004 | 1.00 |
-| ``textgym/Preference-v0`` | answer as a learned reward model prefers | the shipped reward model's r, real | 1,668 + 416 review openings | 5.94 | 6.31 |
+| ``textgym/Arithmetic-v0`` | answer ``a + b =`` / ``a - b =`` | exact answer, {0, 1}; potential: answer digits right so far | 12,040 + 3,010 problems | 0.008 | 1.00 |
+| ``textgym/Preference-v0`` | answer as a learned reward model prefers | the shipped reward model's r, real | 1,668 + 416 review openings | 5.85 | 6.31 |
 
 "base" is the embedded model's mean test score (sampled at temperature 1), "gold" the score of a
 good completion (the reference, the answer, a scene with the three words, a positive review
