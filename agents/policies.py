@@ -34,6 +34,7 @@ from torch import nn
 
 from textgym.models import load_causal_lm, load_tokenizer
 from textgym.models.cache import RowCache, extends_by_one, positions
+from textgym.models.sampling import sample_categorical
 
 OBS_KEYS = ("attention_mask", "input_ids")
 
@@ -135,10 +136,18 @@ class _LLMActorCritic:
             distribution.apply_masking(action_masks)
         return distribution
 
+    @staticmethod
+    def _actions(distribution, deterministic: bool) -> torch.Tensor:
+        """SB3's ``get_actions``, but sampled by inverse CDF: torch's ``Categorical.sample`` is
+        ``multinomial``, which on CPU costs more than a cached LM step (``textgym.models.sampling``)."""
+        if deterministic:
+            return distribution.mode()
+        return sample_categorical(distribution.distribution.probs)
+
     def forward(self, obs, deterministic: bool = False, action_masks=None):
         logits, values = self._logits_and_values(obs)
         distribution = self._distribution(logits, action_masks)
-        actions = distribution.get_actions(deterministic=deterministic)
+        actions = self._actions(distribution, deterministic)
         return actions, values, distribution.log_prob(actions)
 
     def evaluate_actions(self, obs, actions: torch.Tensor, action_masks=None):
@@ -182,7 +191,7 @@ class _LLMActorCritic:
         return self._logits_and_values(obs)[1]
 
     def _predict(self, observation, deterministic: bool = False, action_masks=None) -> torch.Tensor:
-        return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
+        return self._actions(self.get_distribution(observation, action_masks), deterministic)
 
 
 def load_trunk(name: str, vocab: int, dtype) -> nn.Module:
