@@ -6,6 +6,7 @@ median over rounds; ratios are taken between figures of the same run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -125,11 +126,18 @@ def figure(path: Path, columns: int, size: tuple[float, float], **subplots) -> I
     plt.close(fig)
 
 
+def output_options(parser: argparse.ArgumentParser, quick: str) -> None:
+    """Every benchmark's ``--quick`` (a smoke run, ``quick`` says of what; CI runs it) and ``--out``
+    (the results directory: a smoke run must not overwrite the recorded results)."""
+    parser.add_argument("--quick", action="store_true", help=f"smoke run (CI): {quick}")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results directory (default {RESULTS})")
+
+
 def write_json(path: Path, record: dict) -> None:
-    """Write atomically: a temporary file renamed into place."""
+    """Write atomically: a temporary file renamed into place. Paths (in settings) become strings."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     tmp.replace(path)
     print(f"wrote {path}")
 

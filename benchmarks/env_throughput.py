@@ -14,6 +14,7 @@ with random valid actions and no model in the envs. Prints a table and writes JS
 Goals: single env >= 0.5x the minimal env; vector env at N=64 >= 10x the single env.
 
     python benchmarks/env_throughput.py [--rounds 7] [--seconds 0.3]
+    python benchmarks/env_throughput.py --quick --out /tmp   # smoke run (CI)
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 import textgym  # noqa: F401  (registers the envs)
-from common import RESULTS, Contender, machine, measure, single_runner, vector_runner, write_json
+from common import Contender, machine, measure, output_options, single_runner, vector_runner, write_json
 from textgym.models import load_causal_lm
 
 ENV_ID = "textgym/TextGeneration-v0"
@@ -108,8 +108,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="per contender per round")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64, 256])
-    parser.add_argument("--out", type=Path, default=RESULTS / "env_throughput.json")
+    output_options(parser, "1 round of 0.02 s each, N = 1 and 64")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.sizes = 1, 0.02, [1, 64]
 
     results = measure(contenders(args.sizes), args.rounds, args.seconds)
     single = results["TextGenerationEnv"]["token_steps_per_s"]
@@ -132,10 +134,10 @@ def main() -> None:
         goal = f"  (goal >= {goals[name]})" if name in goals else ""
         print(f"{name:<34}{value:>16.2f}{goal}")
 
-    write_json(args.out, {
+    write_json(args.out / "env_throughput.json", {
         "benchmark": "env_throughput",
         "env_id": ENV_ID,
-        "settings": vars(args) | {"out": str(args.out)},
+        "settings": vars(args),
         "machine": machine(),
         "results": results,
         "ratios": ratios,

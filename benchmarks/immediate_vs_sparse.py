@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, figure, machine, test_score, write_json
+from common import RESULTS, figure, machine, output_options, test_score, write_json
 
 ALGOS = ("ppo", "grpo")
 MODES = ("sparse", "immediate")
@@ -148,8 +148,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=128, help="test episodes per run")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiplies every task's token budget")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1/40 budgets, 16 test episodes")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    output_options(parser, "1 seed, 1/40 budgets, 16 test episodes")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.episodes, args.budget_scale = 1, 16, 1 / 40

@@ -11,6 +11,7 @@ same prompts for base and trained models). Writes ``results/learning.json`` and 
 runs left out of ``--runs`` keep their recorded results.
 
     python benchmarks/learning.py [--runs sentiment-ppo sentiment-grpo arithmetic-grpo] [--episodes 256]
+    python benchmarks/learning.py --quick --out /tmp   # smoke run (CI)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
 from agents.trainers import TrainConfig, Trainer
-from common import RESULTS, figure, machine, test_score, write_json
+from common import figure, machine, output_options, test_score, write_json
 from textgym.models import load_causal_lm
 
 RUNS = {
@@ -52,13 +53,16 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--episodes", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    output_options(parser, "one iteration per run, 16 test episodes")
     args = parser.parse_args()
+    if args.quick:
+        args.episodes = 16
     warnings.filterwarnings("ignore")
-    path = RESULTS / "learning.json"
+    path = args.out / "learning.json"
     results = json.loads(path.read_text())["runs"] if path.exists() else {}
     base = load_causal_lm("tiny", device="cpu")
     for name in args.runs:
-        config = TrainConfig(out=tempfile.mkdtemp(), seed=args.seed, **RUNS[name])
+        config = TrainConfig(out=tempfile.mkdtemp(), seed=args.seed, **RUNS[name] | ({"steps": 1} if args.quick else {}))
         start = time.perf_counter()
         trainer = Trainer(config, progress=False)
         trainer.train()
@@ -83,7 +87,7 @@ def main() -> None:
               f"{r['test_score'] - r['base_test_score']:>+8.3f}{r['final_kl_per_episode']:>8.2f}"
               f"{r['final_kl_per_token']:>8.3f}{r['tokens']:>9}{r['minutes']:>6.1f}")
     write_json(path, {"machine": machine(), "episodes": args.episodes, "runs": results})
-    plot(results, RESULTS / "learning.png")
+    plot(results, args.out / "learning.png")
 
 
 if __name__ == "__main__":

@@ -5,17 +5,17 @@ side in one run, round-robin; the overhead of a component is its µs/token minus
 Prints a table and writes JSON.
 
     python benchmarks/reward_overhead.py [--rounds 5] [--seconds 0.5] [--num-envs 64]
+    python benchmarks/reward_overhead.py --quick --out /tmp   # smoke run (CI)
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, Contender, machine, measure, vector_runner, write_json
+from common import Contender, machine, measure, output_options, vector_runner, write_json
 from textgym.data import prompt_file
 from textgym.envs import TextGenerationVectorEnv, load_prompts
 from textgym.models import load_causal_lm
@@ -57,8 +57,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5, help="per contender per round")
     parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=RESULTS / "reward_overhead.json")
+    output_options(parser, "1 round of 0.02 s each, 8 envs")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.num_envs = 1, 0.02, 8
 
     found = []
     for name, make in COMPONENTS.items():
@@ -74,7 +76,7 @@ def main() -> None:
     print(f"{'N=' + str(args.num_envs):<28}{'µs/token':>10}{'overhead':>10}")
     for name, r in results.items():
         print(f"{name:<28}{r['us_per_token']:>10.2f}{r['overhead_us_per_token']:>10.2f}")
-    write_json(args.out, {"benchmark": "reward_overhead", "settings": vars(args) | {"out": str(args.out)},
+    write_json(args.out / "reward_overhead.json", {"benchmark": "reward_overhead", "settings": vars(args),
                           "machine": machine(), "results": results})
 
 

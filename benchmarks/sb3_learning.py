@@ -6,6 +6,7 @@ policy to the base model on those completions, KL(π || π_base) = Σ_a π(a|s) 
 Writes the curve (PNG) and the numbers (JSON). Goal: the test score rises by >= 0.2.
 
     python benchmarks/sb3_learning.py [--algo ppo|maskable] [--minutes 15]
+    python benchmarks/sb3_learning.py --quick --out /tmp   # smoke run (CI)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 
 import textgym  # noqa: F401  (registers the envs)
 from agents import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy
-from common import RESULTS, figure, machine, write_json
+from common import figure, machine, output_options, write_json
 from textgym.models import load_causal_lm
 from textgym.models.cache import positions
 
@@ -80,7 +81,10 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     parser.add_argument("--eval-episodes", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    output_options(parser, "one rollout of 2 envs, 8 evaluation episodes")
     args = parser.parse_args()
+    if args.quick:
+        args.minutes, args.n_envs, args.chunk, args.eval_episodes = 0, 2, 128, 8
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     algo, policy = ALGOS[args.algo]
@@ -92,16 +96,16 @@ def main() -> None:
     curve = [{"env_steps": 0, "minutes": 0.0, **evaluate(model, base, args.eval_episodes, args.seed)}]
     print({k: v for k, v in curve[-1].items() if k != "samples"})
     start = time.time()
-    while time.time() - start < args.minutes * 60:
+    while len(curve) == 1 or time.time() - start < args.minutes * 60:
         model.learn(args.chunk, reset_num_timesteps=False)
         point = {"env_steps": model.num_timesteps, "minutes": (time.time() - start) / 60}
         curve.append({**point, **evaluate(model, base, args.eval_episodes, args.seed)})
         print({k: v for k, v in curve[-1].items() if k != "samples"}, flush=True)
     gain = curve[-1]["test_score"] - curve[0]["test_score"]
     name = f"sb3_learning_{args.algo}"
-    plot(curve, RESULTS / f"{name}.png",
+    plot(curve, args.out / f"{name}.png",
          f"{'PPO' if args.algo == 'ppo' else 'MaskablePPO'} on Sentiment-v0 (tiny, 2 CPU cores)")
-    write_json(RESULTS / f"{name}.json", {"benchmark": name, "env_id": ENV_ID, "settings": vars(args),
+    write_json(args.out / f"{name}.json", {"benchmark": name, "env_id": ENV_ID, "settings": vars(args),
                                            "machine": machine(), "curve": curve, "score_gain": gain,
                                            "goal": 0.2, "goal_met": gain >= 0.2})
     print(f"test score {curve[0]['test_score']:.3f} -> {curve[-1]['test_score']:.3f} (gain {gain:+.3f}), "

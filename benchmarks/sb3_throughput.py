@@ -5,6 +5,7 @@ with the embedded model, 8 envs and 48 new tokens, rollout plus update, taking t
 round in one run; env-steps/s is timesteps over wall time, median over rounds. Goal: ours >= 5x naive.
 
     python benchmarks/sb3_throughput.py [--rounds 3] [--n-envs 8]
+    python benchmarks/sb3_throughput.py --quick --out /tmp   # smoke run (CI)
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from stable_baselines3 import PPO
@@ -20,7 +20,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import textgym  # noqa: F401  (registers the envs)
 from agents import LLMActorCriticPolicy
-from common import RESULTS, machine, write_json
+from common import machine, output_options, write_json
 
 ENV_ID = "textgym/Sentiment-v0"
 
@@ -51,8 +51,10 @@ def main() -> None:
     parser.add_argument("--n-epochs", type=int, default=10, help="SB3's default")
     parser.add_argument("--batch-size", type=int, default=64, help="SB3's default")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS / "sb3_throughput.json")
+    output_options(parser, "1 round, 2 envs, 8 steps, 1 epoch")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.n_envs, args.n_steps, args.n_epochs, args.batch_size = 1, 2, 8, 1, 16
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     contenders = {"LLMActorCriticPolicy (prefix KV cache)": LLMActorCriticPolicy,
@@ -75,7 +77,7 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<46}{r['env_steps_per_s']:>12.1f}")
     print(f"{'ratio (goal >= 5)':<46}{ratio:>12.2f}")
-    write_json(args.out, {"benchmark": "sb3_throughput", "env_id": ENV_ID, "settings": vars(args) | {"out": str(args.out)},
+    write_json(args.out / "sb3_throughput.json", {"benchmark": "sb3_throughput", "env_id": ENV_ID, "settings": vars(args),
                           "machine": machine(), "results": results, "ratio": ratio, "goal": 5.0,
                           "goal_met": ratio >= 5.0})
 

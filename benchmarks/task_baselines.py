@@ -6,20 +6,20 @@ summary, the right answer, a scene that uses the three words once, and a plainly
 ending, a polite on-topic answer (Preference), for the same test prompts. Prints a table and writes JSON.
 
     python benchmarks/task_baselines.py [--episodes 256] [--num-envs 64]
+    python benchmarks/task_baselines.py --quick --out /tmp   # smoke run (CI)
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 import textgym
-from common import RESULTS, machine, write_json
+from common import machine, output_options, write_json
 from textgym.demo import sample_tokens
 from textgym.models import load_causal_lm
 from textgym.envs.core import run_scorer
@@ -67,8 +67,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=256)
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS / "task_baselines.json")
+    output_options(parser, "8 episodes per task")
     args = parser.parse_args()
+    if args.quick:
+        args.episodes, args.num_envs = 8, 8
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model = load_causal_lm("tiny")
@@ -81,7 +83,7 @@ def main() -> None:
     print(f"{'task (test split)':<20}{'base mean ± std':>20}{'gold':>8}")
     for name, r in results.items():
         print(f"{name:<20}{r['base_mean']:>12.3f} ± {r['base_std']:.3f}{r['gold_mean']:>8.3f}")
-    write_json(args.out, {"benchmark": "task_baselines", "settings": vars(args) | {"out": str(args.out)},
+    write_json(args.out / "task_baselines.json", {"benchmark": "task_baselines", "settings": vars(args),
                           "machine": machine(), "results": results})
 
 

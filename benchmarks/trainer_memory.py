@@ -9,6 +9,7 @@ in its own process (peak memory cannot be reset within one): a few PPO iteration
 shown for scale. Goal: LoRA + KL <= 1.15 x LoRA without a reference.
 
     python benchmarks/trainer_memory.py [--iterations 2] [--num-envs 16]
+    python benchmarks/trainer_memory.py --quick --out /tmp   # smoke run (CI)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, gpt2_small_dir, machine, write_json
+from common import gpt2_small_dir, machine, output_options, write_json
 
 CONTENDERS = {
     "lora_without_reference": {"lora": True, "kl_coef": 0.0},
@@ -59,13 +60,16 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "NAME"), help=argparse.SUPPRESS)
+    output_options(parser, 'the embedded model instead of the GPT-2-small shape, 1 iteration, 4 envs')
     args = parser.parse_args()
+    if args.quick:
+        args.iterations, args.num_envs = 1, 4
     if args.child:
         print(json.dumps(run_one(*args.child, args.iterations, args.num_envs)))
         return
     results = {}
     with tempfile.TemporaryDirectory() as root:
-        model = str(gpt2_small_dir(Path(root)))
+        model = "tiny" if args.quick else str(gpt2_small_dir(Path(root)))
         for name in CONTENDERS:
             out = subprocess.run([sys.executable, __file__, "--child", model, name, "--iterations",
                                   str(args.iterations), "--num-envs", str(args.num_envs)],
@@ -79,7 +83,7 @@ def main() -> None:
         print(f"{name:<26}{r['peak_mib']:>10.0f}{r['trainable_parameters']:>14,}")
     print(f"LoRA + KL / LoRA without reference: {ratio:.3f} (goal <= 1.15)")
     suffix = "" if device == "cpu" else f"_{device}"
-    write_json(RESULTS / f"trainer_memory{suffix}.json", {"machine": machine(), "device": device,
+    write_json(args.out / f"trainer_memory{suffix}.json", {"machine": machine(), "device": device,
                                                           "num_envs": args.num_envs, "iterations": args.iterations,
                                                           "ratio_lora_kl_vs_no_reference": ratio,
                                                           "contenders": results})

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, machine, test_score, write_json
+from common import machine, output_options, test_score, write_json
 
 ENV_ID = "textgym/Sentiment-v0"
 GENERATION_BATCH, GROUP, MINIBATCH, EPOCHS, NEW_TOKENS = 32, 4, 16, 4, 48
@@ -148,8 +148,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=256, help="test episodes per trained model")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 generations, 1 round, 16 test episodes")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    output_options(parser, "2 generations, 1 round, 16 test episodes")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "MODEL_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:

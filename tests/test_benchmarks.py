@@ -54,3 +54,56 @@ def test_rollout_throughput_quick_measures_every_contender(tmp_path):
     assert set(tiny) >= {"env_rollout", "env_rollout_immediate", "generate", "iteration"}
     assert all(tiny[k]["tokens_per_s"] > 0 for k in ("env_rollout", "env_rollout_immediate", "generate", "iteration"))
     assert record["ratio_vs_generate"] == tiny["ratio_vs_generate"] > 0
+
+
+def test_env_throughput_quick_reports_both_goals(tmp_path):
+    run_quick("env_throughput.py", tmp_path)
+    record = json.loads((tmp_path / "env_throughput.json").read_text())
+    assert set(record["goals_met"]) == {"single_vs_minimal", "vector64_vs_single"}
+    assert all(r["token_steps_per_s"] > 0 for r in record["results"].values())
+
+
+def test_reward_overhead_quick_measures_every_component(tmp_path):
+    run_quick("reward_overhead.py", tmp_path)
+    results = json.loads((tmp_path / "reward_overhead.json").read_text())["results"]
+    assert "bare vector env" in results and len(results) > 1
+    assert results["bare vector env"]["overhead_us_per_token"] == 0
+
+
+def test_task_baselines_quick_scores_every_task(tmp_path):
+    from textgym import TASK_NAMES
+
+    run_quick("task_baselines.py", tmp_path)
+    results = json.loads((tmp_path / "task_baselines.json").read_text())["results"]
+    assert set(results) == set(TASK_NAMES)
+    assert all(r["episodes"] == 8 and r["gold_mean"] >= r["base_mean"] for r in results.values())
+
+
+def test_learning_quick_trains_and_scores_every_run(tmp_path):
+    run_quick("learning.py", tmp_path)
+    runs = json.loads((tmp_path / "learning.json").read_text())["runs"]
+    assert set(runs) == {"sentiment-ppo", "sentiment-grpo", "arithmetic-grpo"}
+    assert all(r["tokens"] > 0 and 0 <= r["test_score"] <= 1 for r in runs.values())
+    assert (tmp_path / "learning.png").stat().st_size > 0
+
+
+def test_trainer_memory_quick_runs_each_contender_in_its_own_process(tmp_path):
+    run_quick("trainer_memory.py", tmp_path)
+    record = json.loads((tmp_path / "trainer_memory.json").read_text())
+    contenders = record["contenders"]
+    assert set(contenders) == {"lora_without_reference", "lora_with_kl", "full_with_kl"}
+    assert contenders["lora_with_kl"]["trainable_parameters"] < contenders["full_with_kl"]["trainable_parameters"]
+    assert record["ratio_lora_kl_vs_no_reference"] > 0
+
+
+def test_sb3_throughput_quick_compares_cached_and_naive_policies(tmp_path):
+    run_quick("sb3_throughput.py", tmp_path)
+    record = json.loads((tmp_path / "sb3_throughput.json").read_text())
+    assert len(record["results"]) == 2 and record["ratio"] > 0
+
+
+def test_sb3_learning_quick_evaluates_before_and_after(tmp_path):
+    run_quick("sb3_learning.py", tmp_path)
+    record = json.loads((tmp_path / "sb3_learning_ppo.json").read_text())
+    assert len(record["curve"]) == 2 and record["curve"][1]["env_steps"] > 0
+    assert (tmp_path / "sb3_learning_ppo.png").stat().st_size > 0
