@@ -76,7 +76,12 @@ class _LLMActorCritic:
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self._caches: dict[int, tuple[list[RowCache], torch.Tensor, torch.Tensor]] = {}
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        options = dict(self.optimizer_kwargs)
+        if self.optimizer_class in (torch.optim.Adam, torch.optim.AdamW):
+            # One fused op for all parameters: SB3's default Adam loops over them in Python on CPU
+            # (7% of an update of the embedded model).
+            options.setdefault("fused", True)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **options)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "model": self.lm_name, "lora": self.lora,

@@ -109,6 +109,14 @@ def test_stock_ppo_learns_and_save_load_round_trips(tmp_path):
         torch.testing.assert_close(loaded.policy.state_dict()[key], value)
 
 
+def test_the_optimizer_is_sb3s_adam_fused_unless_told_otherwise():
+    env = gym.make(ENV_ID, max_new_tokens=4)
+    defaults = PPO(LLMActorCriticPolicy, env, policy_kwargs={"model": "tiny"}, **SMALL).policy.optimizer.defaults
+    assert defaults["fused"] and defaults["eps"] == 1e-5  # SB3's eps for Adam is kept
+    told = {"model": "tiny", "optimizer_kwargs": {"fused": False}}
+    assert not PPO(LLMActorCriticPolicy, env, policy_kwargs=told, **SMALL).policy.optimizer.defaults["fused"]
+
+
 def test_agents_save_keeps_the_weights_in_safetensors_and_load_reads_them(tmp_path):
     model = make_ppo()
     model.learn(16)
