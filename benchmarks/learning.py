@@ -61,8 +61,9 @@ def main() -> None:
     path = args.out / "learning.json"
     results = json.loads(path.read_text())["runs"] if path.exists() else {}
     base = load_causal_lm("tiny", device="cpu")
+    quick = {"steps": 1} if args.quick else {}  # one iteration
     for name in args.runs:
-        config = TrainConfig(out=tempfile.mkdtemp(), seed=args.seed, **RUNS[name] | ({"steps": 1} if args.quick else {}))
+        config = TrainConfig(out=tempfile.mkdtemp(), seed=args.seed, **RUNS[name] | quick)
         start = time.perf_counter()
         trainer = Trainer(config, progress=False)
         trainer.train()

@@ -77,9 +77,10 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<46}{r['env_steps_per_s']:>12.1f}")
     print(f"{'ratio (goal >= 5)':<46}{ratio:>12.2f}")
-    write_json(args.out / "sb3_throughput.json", {"benchmark": "sb3_throughput", "env_id": ENV_ID, "settings": vars(args),
-                          "machine": machine(), "results": results, "ratio": ratio, "goal": 5.0,
-                          "goal_met": ratio >= 5.0})
+    write_json(args.out / "sb3_throughput.json", {
+        "benchmark": "sb3_throughput", "env_id": ENV_ID, "settings": vars(args), "machine": machine(),
+        "results": results, "ratio": ratio, "goal": 5.0, "goal_met": ratio >= 5.0,
+    })
 
 
 if __name__ == "__main__":

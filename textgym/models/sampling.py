@@ -28,9 +28,10 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     """
     cdf = probs.double().cumsum(-1)
     total = cdf[:, -1:]
-    if not bool(((total > 0) & torch.isfinite(total)).all()):
-        raise ValueError(f"sample_categorical: rows {torch.nonzero(~(total > 0) | ~torch.isfinite(total))[:, 0].tolist()} "
-                         "have no positive finite probability mass (NaN or -inf logits?)")
+    empty = ~((total > 0) & torch.isfinite(total)).squeeze(1)
+    if bool(empty.any()):
+        raise ValueError(f"sample_categorical: rows {torch.nonzero(empty)[:, 0].tolist()} have no positive finite "
+                         "probability mass (NaN or -inf logits?)")
     u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=torch.float64) * total
     # clamp: a draw that rounds up to the total would land one past the last index.
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
