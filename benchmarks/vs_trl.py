@@ -24,9 +24,11 @@ rewards the two differ only in weighting by length. TRL shuffles its generation 
 (the same minibatch split on every pass); ours reshuffles each epoch.
 
 Measured, each contender in its own process (peak memory cannot be reset within one), in rounds
-that alternate contenders: tokens/s over the whole training loop (generated tokens, EOS included,
-over the wall time of the loop, setup excluded), the final test score (``--episodes`` sampled test
-episodes, the same seeds for every model), and peak memory (peak RSS on CPU,
+that alternate contenders, round r training every contender with seed r: tokens/s over the whole
+training loop (generated tokens, EOS included, over the wall time of the loop, setup excluded;
+median over rounds), the final test score (``--episodes`` sampled test episodes, the same
+episodes for every model; mean and std over the rounds' seeds, since one seed moves it by
+hundredths), and peak memory (peak RSS on CPU,
 ``torch.cuda.max_memory_allocated`` on CUDA). Writes ``results/vs_trl.json`` with
 ``throughput_ratio_vs_trl`` (our GRPO over TRL's; goal >= 1.5 with a test score no worse) and
 ``wall_time_ratio_trl_over_ours``: the policies write completions of different lengths as they
@@ -57,7 +59,7 @@ from common import machine, output_options, test_score, write_json
 
 ENV_ID = "textgym/Sentiment-v0"
 GENERATION_BATCH, GROUP, MINIBATCH, EPOCHS, NEW_TOKENS = 32, 4, 16, 4, 48
-LR, KL_COEF, SEED = 3e-5, 0.05, 0
+LR, KL_COEF = 3e-5, 0.05
 WEIGHT_DECAY = 0.01  # torch AdamW's default, which our trainer uses; TRL's default is 0
 CONTENDERS = ("textgym-grpo", "textgym-ppo", "trl-grpo")
 
@@ -69,12 +71,12 @@ def optimizer_steps(generations: int) -> int:
 Trained = tuple[torch.nn.Module, int, int, float]  # the model, generated tokens, optimizer steps, seconds
 
 
-def train_textgym(algo: str, model_dir: str, generations: int) -> Trained:
+def train_textgym(algo: str, model_dir: str, generations: int, seed: int) -> Trained:
     from agents.trainers import TrainConfig, Trainer
 
     config = TrainConfig(env_id=ENV_ID, algo=algo, model=model_dir, env_kwargs={"tokenizer": model_dir},
                          reward_mode="sparse", num_envs=GENERATION_BATCH, group_size=GROUP,
-                         minibatch_size=MINIBATCH, epochs=EPOCHS, lr=LR, kl_coef=KL_COEF, seed=SEED,
+                         minibatch_size=MINIBATCH, epochs=EPOCHS, lr=LR, kl_coef=KL_COEF, seed=seed,
                          steps=10**12, out=tempfile.mkdtemp())
     trainer = Trainer(config, progress=False)
     updates = []
@@ -85,7 +87,7 @@ def train_textgym(algo: str, model_dir: str, generations: int) -> Trained:
     return trainer.policy.lm, trainer.steps, len(updates), time.perf_counter() - start
 
 
-def train_trl(model_dir: str, generations: int) -> Trained:
+def train_trl(model_dir: str, generations: int, seed: int) -> Trained:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -104,7 +106,7 @@ def train_trl(model_dir: str, generations: int) -> Trained:
         max_completion_length=NEW_TOKENS, max_steps=optimizer_steps(generations), learning_rate=LR,
         lr_scheduler_type="constant", weight_decay=WEIGHT_DECAY, max_grad_norm=1.0, beta=KL_COEF, epsilon=0.2,
         loss_type="bnpo", scale_rewards="group", temperature=1.0, top_k=0, top_p=1.0, disable_dropout=True,
-        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=SEED, report_to="none",
+        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=seed, report_to="none",
         save_strategy="no", logging_steps=EPOCHS * GENERATION_BATCH // MINIBATCH)
     prompts, _ = data.sentiment("train")
     trainer = GRPOTrainer(model=model_dir, reward_funcs=reward, args=args,
@@ -114,17 +116,17 @@ def train_trl(model_dir: str, generations: int) -> Trained:
     return trainer.model, sum(generated), trainer.state.global_step, time.perf_counter() - start
 
 
-def run_one(name: str, model_dir: str, generations: int, episodes: int) -> dict:
+def run_one(name: str, model_dir: str, seed: str, generations: int, episodes: int) -> dict:
     """In a child process: train one contender, then score it on the test split."""
     import textgym  # noqa: F401  (registers the envs)
     from agents.trainers import TrainConfig
 
     warnings.filterwarnings("ignore")
-    torch.manual_seed(SEED)
+    torch.manual_seed(int(seed))
     if name == "trl-grpo":
-        lm, tokens, updates, seconds = train_trl(model_dir, generations)
+        lm, tokens, updates, seconds = train_trl(model_dir, generations, int(seed))
     else:
-        lm, tokens, updates, seconds = train_textgym(name.removeprefix("textgym-"), model_dir, generations)
+        lm, tokens, updates, seconds = train_textgym(name.removeprefix("textgym-"), model_dir, generations, int(seed))
     if torch.cuda.is_available():
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -149,7 +151,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=256, help="test episodes per trained model")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     output_options(parser, "2 generations, 1 round, 16 test episodes")
-    parser.add_argument("--child", nargs=2, metavar=("NAME", "MODEL_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("NAME", "MODEL_DIR", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.generations, args.rounds, args.episodes = 2, 1, 16
@@ -159,24 +161,29 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in args.contenders}
     with tempfile.TemporaryDirectory() as root:
         model_dir = save_embedded_model(Path(root))
-        for round_ in range(args.rounds):
+        for seed in range(args.rounds):  # round r trains with seed r
             for name in args.contenders:
-                out = subprocess.run([sys.executable, __file__, "--child", name, model_dir, "--generations",
-                                      str(args.generations), "--episodes", str(args.episodes)],
+                out = subprocess.run([sys.executable, __file__, "--child", name, model_dir, str(seed),
+                                      "--generations", str(args.generations), "--episodes", str(args.episodes)],
                                      capture_output=True, text=True)
                 if out.returncode != 0:
                     raise RuntimeError(f"{name} failed:\n{out.stderr[-4000:]}")
                 runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
                 r = runs[name][-1]
-                print(f"round {round_ + 1} {name}: {r['tokens_per_s']:.0f} tok/s, test {r['test_score']:.3f}, "
-                      f"peak {r['peak_mib']:.0f} MiB", flush=True)
+                print(f"round {seed + 1} (seed {seed}) {name}: {r['tokens_per_s']:.0f} tok/s, "
+                      f"test {r['test_score']:.3f}, peak {r['peak_mib']:.0f} MiB", flush=True)
     results = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
+    for name, rs in runs.items():  # a score depends on the seed: average it over the rounds' seeds
+        scores = [r["test_score"] for r in rs]
+        results[name]["test_score"] = statistics.mean(scores)
+        results[name]["test_score_std"] = statistics.stdev(scores) if len(scores) > 1 else 0.0
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"\n{'contender':<15}{'tokens/s':>10}{'tokens':>8}{'seconds':>9}{'test score':>12}{'peak MiB':>10}"
+    print(f"\n{'contender':<15}{'tokens/s':>10}{'tokens':>8}{'seconds':>9}{'test score':>16}{'peak MiB':>10}"
           f"{'opt steps':>11}   ({device}, {args.generations} generations of {GENERATION_BATCH}, median of "
-          f"{args.rounds} rounds)")
+          f"{args.rounds} rounds; test score: mean +- std over their seeds)")
     for name, r in results.items():
-        print(f"{name:<15}{r['tokens_per_s']:>10.0f}{r['tokens']:>8.0f}{r['seconds']:>9.1f}{r['test_score']:>12.3f}"
+        print(f"{name:<15}{r['tokens_per_s']:>10.0f}{r['tokens']:>8.0f}{r['seconds']:>9.1f}"
+              f"{r['test_score']:>10.3f} +- {r['test_score_std']:.3f}"
               f"{r['peak_mib']:>10.0f}{r['optimizer_steps']:>11.0f}")
     record = {"machine": machine(), "device": device, "generations": args.generations, "rounds": args.rounds,
               "test_episodes": args.episodes, "results": results, "runs": runs}
