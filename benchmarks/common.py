@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -126,11 +127,16 @@ def figure(path: Path, columns: int, size: tuple[float, float], **subplots) -> I
     plt.close(fig)
 
 
-def output_options(parser: argparse.ArgumentParser, quick: str) -> None:
-    """Every benchmark's ``--quick`` (a smoke run, ``quick`` says of what; CI runs it) and ``--out``
-    (the results directory: a smoke run must not overwrite the recorded results)."""
-    parser.add_argument("--quick", action="store_true", help=f"smoke run (CI): {quick}")
+def parse_args(parser: argparse.ArgumentParser, quick: dict[str, Any]) -> argparse.Namespace:
+    """Add every benchmark's ``--quick`` (a smoke run with the ``quick`` settings; CI runs it) and
+    ``--out`` (the results directory: a smoke run must not overwrite the recorded results), then parse."""
+    settings = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in quick.items())
+    parser.add_argument("--quick", action="store_true", help=f"smoke run (CI): {settings}")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results directory (default {RESULTS})")
+    args = parser.parse_args()
+    if args.quick:
+        vars(args).update(quick)
+    return args
 
 
 def write_json(path: Path, record: dict) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import textgym  # noqa: F401  (registers the envs)
-from common import Contender, machine, measure, output_options, single_runner, vector_runner, write_json
+from common import Contender, machine, measure, parse_args, single_runner, vector_runner, write_json
 from textgym.models import load_causal_lm
 
 ENV_ID = "textgym/TextGeneration-v0"
@@ -108,10 +108,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="per contender per round")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64, 256])
-    output_options(parser, "1 round of 0.02 s each, N = 1 and 64")
-    args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.seconds, args.sizes = 1, 0.02, [1, 64]
+    args = parse_args(parser, quick={"rounds": 1, "seconds": 0.02, "sizes": [1, 64]})
 
     results = measure(contenders(args.sizes), args.rounds, args.seconds)
     single = results["TextGenerationEnv"]["token_steps_per_s"]

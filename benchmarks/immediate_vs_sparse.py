@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, figure, machine, output_options, test_score, write_json
+from common import RESULTS, figure, machine, parse_args, test_score, write_json
 
 ALGOS = ("ppo", "grpo")
 MODES = ("sparse", "immediate")
@@ -148,10 +148,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=128, help="test episodes per run")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiplies every task's token budget")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    output_options(parser, "1 seed, 1/40 budgets, 16 test episodes")
-    args = parser.parse_args()
-    if args.quick:
-        args.seeds, args.episodes, args.budget_scale = 1, 16, 1 / 40
+    args = parse_args(parser, quick={"seeds": 1, "episodes": 16, "budget_scale": 1 / 40})
     limits = thresholds()
     runs = [Run(task, algo, mode, seed, int(BUDGETS[task] * args.budget_scale), args.episodes)
             for task, algo, mode, seed in product(args.tasks, ALGOS, MODES, range(args.seeds))]

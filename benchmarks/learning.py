@@ -26,7 +26,7 @@ import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
 from agents.trainers import TrainConfig, Trainer
-from common import figure, machine, output_options, test_score, write_json
+from common import figure, machine, parse_args, test_score, write_json
 from textgym.models import load_causal_lm
 
 RUNS = {
@@ -53,10 +53,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--episodes", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
-    output_options(parser, "one iteration per run, 16 test episodes")
-    args = parser.parse_args()
-    if args.quick:
-        args.episodes = 16
+    args = parse_args(parser, quick={"episodes": 16})  # and one iteration per run, below
     warnings.filterwarnings("ignore")
     path = args.out / "learning.json"
     results = json.loads(path.read_text())["runs"] if path.exists() else {}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common import Contender, machine, measure, output_options, vector_runner, write_json
+from common import Contender, machine, measure, parse_args, vector_runner, write_json
 from textgym.data import prompt_file
 from textgym.envs import TextGenerationVectorEnv, load_prompts
 from textgym.models import load_causal_lm
@@ -57,10 +57,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5, help="per contender per round")
     parser.add_argument("--num-envs", type=int, default=64)
-    output_options(parser, "1 round of 0.02 s each, 8 envs")
-    args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.seconds, args.num_envs = 1, 0.02, 8
+    args = parse_args(parser, quick={"rounds": 1, "seconds": 0.02, "num_envs": 8})
 
     found = []
     for name, make in COMPONENTS.items():

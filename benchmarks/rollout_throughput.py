@@ -36,7 +36,7 @@ import torch
 import textgym  # noqa: F401  (registers the envs)
 from agents.trainers import TrainConfig, Trainer
 from agents.trainers.rollout import Rollout, Sampling
-from common import gpt2_small_dir, machine, output_options, write_json
+from common import gpt2_small_dir, machine, parse_args, write_json
 from textgym.models import default_device, load_causal_lm
 
 ENV_ID, BATCH, NEW_TOKENS = "textgym/Sentiment-v0", 64, 48
@@ -84,10 +84,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--gpt2-rounds", type=int, default=1, help="rounds for gpt2-small (slow on CPU)")
     parser.add_argument("--models", nargs="+", default=["tiny", "gpt2-small"])
-    output_options(parser, "tiny only, 1 round")
-    args = parser.parse_args()
-    if args.quick:
-        args.models, args.rounds = ["tiny"], 1
+    args = parse_args(parser, quick={"models": ["tiny"], "rounds": 1})
     warnings.filterwarnings("ignore")
     device = default_device()
     results = {}

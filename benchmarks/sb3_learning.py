@@ -25,7 +25,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 
 import textgym  # noqa: F401  (registers the envs)
 from agents import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy
-from common import figure, machine, output_options, write_json
+from common import figure, machine, parse_args, write_json
 from textgym.models import load_causal_lm
 from textgym.models.cache import positions
 
@@ -81,10 +81,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     parser.add_argument("--eval-episodes", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    output_options(parser, "one rollout of 2 envs, 8 evaluation episodes")
-    args = parser.parse_args()
-    if args.quick:
-        args.minutes, args.n_envs, args.chunk, args.eval_episodes = 0, 2, 128, 8
+    args = parse_args(parser, quick={"minutes": 0, "n_envs": 2, "chunk": 128, "eval_episodes": 8})
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     algo, policy = ALGOS[args.algo]

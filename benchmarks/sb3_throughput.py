@@ -20,7 +20,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import textgym  # noqa: F401  (registers the envs)
 from agents import LLMActorCriticPolicy
-from common import machine, output_options, write_json
+from common import machine, parse_args, write_json
 
 ENV_ID = "textgym/Sentiment-v0"
 
@@ -51,10 +51,7 @@ def main() -> None:
     parser.add_argument("--n-epochs", type=int, default=10, help="SB3's default")
     parser.add_argument("--batch-size", type=int, default=64, help="SB3's default")
     parser.add_argument("--seed", type=int, default=0)
-    output_options(parser, "1 round, 2 envs, 8 steps, 1 epoch")
-    args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.n_envs, args.n_steps, args.n_epochs, args.batch_size = 1, 2, 8, 1, 16
+    args = parse_args(parser, quick={"rounds": 1, "n_envs": 2, "n_steps": 8, "n_epochs": 1, "batch_size": 16})
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     contenders = {"LLMActorCriticPolicy (prefix KV cache)": LLMActorCriticPolicy,

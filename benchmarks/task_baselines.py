@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import textgym
-from common import machine, output_options, write_json
+from common import machine, parse_args, write_json
 from textgym.demo import sample_tokens
 from textgym.models import load_causal_lm
 from textgym.envs.core import run_scorer
@@ -67,10 +67,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=256)
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    output_options(parser, "8 episodes per task")
-    args = parser.parse_args()
-    if args.quick:
-        args.episodes, args.num_envs = 8, 8
+    args = parse_args(parser, quick={"episodes": 8, "num_envs": 8})
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model = load_causal_lm("tiny")

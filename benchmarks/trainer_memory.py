@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from common import gpt2_small_dir, machine, output_options, write_json
+from common import gpt2_small_dir, machine, parse_args, write_json
 
 CONTENDERS = {
     "lora_without_reference": {"lora": True, "kl_coef": 0.0},
@@ -60,10 +60,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "NAME"), help=argparse.SUPPRESS)
-    output_options(parser, 'the embedded model instead of the GPT-2-small shape, 1 iteration, 4 envs')
-    args = parser.parse_args()
-    if args.quick:
-        args.iterations, args.num_envs = 1, 4
+    args = parse_args(parser, quick={"iterations": 1, "num_envs": 4})  # and the embedded model, below
     if args.child:
         print(json.dumps(run_one(*args.child, args.iterations, args.num_envs)))
         return

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import torch
 
-from common import machine, output_options, test_score, write_json
+from common import machine, parse_args, test_score, write_json
 
 ENV_ID = "textgym/Sentiment-v0"
 GENERATION_BATCH, GROUP, MINIBATCH, EPOCHS, NEW_TOKENS = 32, 4, 16, 4, 48
@@ -150,11 +150,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=256, help="test episodes per trained model")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
-    output_options(parser, "2 generations, 1 round, 16 test episodes")
     parser.add_argument("--child", nargs=3, metavar=("NAME", "MODEL_DIR", "SEED"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.quick:
-        args.generations, args.rounds, args.episodes = 2, 1, 16
+    args = parse_args(parser, quick={"generations": 2, "rounds": 1, "episodes": 16})
     if args.child:
         print(json.dumps(run_one(*args.child, args.generations, args.episodes)))
         return

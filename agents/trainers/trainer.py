@@ -138,14 +138,15 @@ class Trainer:
         kl = torch.zeros_like(mask) if ref is None else kl_estimate(old.logprobs, ref, c.kl_estimator) * mask
         rewards = batch.rewards - self.kl.coef * kl if self.algo.kl_in_reward else batch.rewards
         stats = self._optimize(batch, self.algo.targets(batch, old, rewards, ref))
+        episode_kl = kl.sum(1)
         tokens = int(self.accelerator.reduce(mask.sum().long(), "sum").item())
         self.steps += tokens
         self.iteration += 1
         row = {
             "objective/score": batch.scores.mean().item(),
             "objective/reward": (batch.rewards * mask).sum(1).mean().item(),
-            "objective/kl": kl.sum(1).mean().item(),
-            "objective/kl_stderr": (kl.sum(1).std().nan_to_num(0.0) / len(kl) ** 0.5).item(),  # of objective/kl
+            "objective/kl": episode_kl.mean().item(),
+            "objective/kl_stderr": (episode_kl.std().nan_to_num(0.0) / len(kl) ** 0.5).item(),  # of objective/kl
             "objective/kl_per_token": masked_mean(kl, mask).item(),
             "objective/kl_coef": self.kl.coef,
             "env/episode_len": batch.lengths.mean().item(),

@@ -54,7 +54,7 @@ class PreallocatedLayer(DynamicLayer):
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
-        batch, heads, _, _ = key_states.shape
+        batch, heads = key_states.shape[:2]
         self.key_buffer = key_states.new_empty(batch, heads, self.capacity, key_states.shape[-1])
         self.value_buffer = value_states.new_empty(batch, heads, self.capacity, value_states.shape[-1])
 
