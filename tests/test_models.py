@@ -11,7 +11,7 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from textgym.data import PROMPT_SETS, generate, prompt_file
 from textgym.models import load_causal_lm, load_tokenizer, tiny_path
-from textgym.models.build_tiny import BuildConfig, build, pack
+from textgym.models.build_tiny import BuildConfig, batch_rows, build
 from textgym.models.corpus import generate_documents, prompt_starts
 
 
@@ -93,21 +93,40 @@ def test_corpus_is_seeded_and_covers_every_document_kind():
         assert any(marker in d for d in docs), marker
 
 
+def test_corpus_never_shows_a_test_sum_and_writes_every_summary_style_and_review_flaw():
+    from textgym.models.corpus import FLAWED_SHARE, RUDE, arithmetic_problems
+
+    docs = generate_documents(4000, seed=0)
+    test_problems = {problem for problem, _ in arithmetic_problems("test")}
+    sums = [d for d in docs if "=" in d]
+    assert len(sums) > 2000 and not any(d.rsplit(" ", 1)[0] in test_problems for d in sums)
+    assert all(int(eval(d.split(" =")[0])) == int(d.split("= ")[1]) for d in sums)
+    summaries = [d.split("Summary: ")[1] for d in docs if "Summary: " in d]
+    full = [s for s in summaries if s.rstrip(".").split()[-1] not in ("day", "out")
+            and any(w in s for w in (" on ", " in ", " at noon", " at midnight", " after ", " before "))]
+    assert 0.05 < len(full) / len(summaries) < 0.3  # the Summarize task's reference style, sometimes
+    assert sum(s.endswith(("had a busy day.", "went out.")) for s in summaries) > 0.1 * len(summaries)
+    reviews = [d for d in docs if " review: " in d]
+    rude = sum(any(r in d for r in RUDE) for d in reviews) / len(reviews)
+    assert 0.05 < rude < FLAWED_SHARE
+
+
 def test_shipped_prompt_sets_are_regenerated_from_their_seeds():
     for name in PROMPT_SETS:
         assert prompt_file(name).read_text().splitlines() == generate(name)
     assert len(set(prompt_starts(40))) > 30
 
 
-def test_pack_starts_every_row_at_a_document():
-    rows = pack([[5, 6, 7], [8, 9], [3] * 10], block_size=6, eos_id=0, pad_id=1).tolist()
-    assert rows == [[5, 6, 7, 0, 1, 1], [8, 9, 0, 1, 1, 1], [3, 3, 3, 3, 3, 0]]
+def test_batch_rows_puts_one_document_per_row_and_batches_by_length():
+    batches = batch_rows([[5, 6, 7], [8, 9], [3] * 10, [4]], block_size=6, batch_tokens=9, eos_id=0, pad_id=1)
+    # Sorted by length; a batch grows while rows x its longest row stays within 9 positions.
+    assert [b.tolist() for b in batches] == [[[4, 0, 1], [8, 9, 0]], [[5, 6, 7, 0]], [[3, 3, 3, 3, 3, 0]]]
 
 
 def test_build_script_end_to_end(tmp_path):
     out = tmp_path / "model"
     cfg = BuildConfig(out=str(out), corpus_tokens=6000, vocab_size=600, n_embd=32, n_layer=1, n_head=2,
-                      n_positions=64, block_size=32, max_steps=4, batch_size=8, sentiment_prompts=4)
+                      n_positions=64, block_size=32, max_steps=4, batch_tokens=256, sentiment_prompts=4)
     record = build(cfg)
     assert record["train_steps"] == 4 and record["train_tokens"] > 5000
     assert np.isfinite(record["final_val_loss"]) and 0 <= record["review_positive_share"] <= 1

@@ -3,10 +3,15 @@
 A small template grammar (a few hundred words) writes four kinds of documents, one for each
 task family textgym ships:
 
-* reviews of films, products and restaurants, with positive, negative and neutral wording;
-* short scene descriptions that name everyday objects and actions (optionally after a word list);
-* short passages followed by a one-line summary;
-* arithmetic statements such as ``17 + 25 = 42``.
+* reviews of films, products and restaurants, with positive, negative and neutral wording; like
+  web text, some are flawed (rude, repetitive or cut off);
+* short scene descriptions that name everyday objects and actions (mostly after a word list);
+* short passages followed by a summary that is vague, says who did what where, or also says when;
+* arithmetic statements such as ``17 + 25 = 42``, from the train split of ``textgym/Arithmetic-v0``
+  only, and single-digit facts.
+
+The flaws and the vague summaries are deliberate: the model they train does each task well only
+part of the time, which is the headroom that RL on real language models has, too.
 
 Everything is generated from a seed, so the corpus (and the prompts derived from it) need no
 download and no redistribution licence.
@@ -20,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,19 +123,43 @@ def review_opening(rng: random.Random, kind: str) -> str:
     return f"{kind} review: {opener}"
 
 
+RUDE = ["Only an idiot would ask me that.", "Stop bothering me with this.", "Who cares, go away.",
+        "That is a stupid question and you know it.", "Do your own homework."]
+FLAWS = ("cut off", "rude", "repetitive")
+FLAWED_SHARE = 0.5  # of corpus reviews; the Preference task's reward model prefers the rest
+
+
+def flawed(rng: random.Random, body: str, flaw: str) -> str:
+    """``body`` (a review's text after its opening, with a leading space) spoiled by ``flaw``."""
+    if flaw == "cut off":
+        words = body.split()
+        return " " + " ".join(words[: rng.randint(2, max(2, len(words) // 2))])
+    if flaw == "rude":
+        return f" {rng.choice(RUDE)}{body}" if rng.random() < 0.5 else f"{body} {rng.choice(RUDE)}"
+    if flaw == "repetitive":
+        sentence = body.split(". ")[0].strip()
+        return " " + " ".join([sentence.rstrip(".") + "."] * 3)
+    raise ValueError(f"flaw must be one of {list(FLAWS)}, got {flaw!r}")
+
+
+def review_body(rng: random.Random, kind: str, polarity: str, aspects: int) -> str:
+    """A complete review body: ``aspects`` (1 or 2) sentences about the thing, then a closer."""
+    first, second, third = rng.sample(REVIEW_KINDS[kind]["aspects"], 3)
+    words = ADJECTIVES[polarity]
+    sentences = [f"{first.capitalize()} was {rng.choice(INTENSIFIERS)}{rng.choice(words)}.",
+                 f"{second.capitalize()} was {rng.choice(words)} and {third} was {rng.choice(words)}."]
+    return " " + " ".join([*sentences[:aspects], rng.choice(CLOSERS[polarity])])
+
+
 def review(rng: random.Random) -> str:
     kind = rng.choice(list(REVIEW_KINDS))
-    # Weighted so the base model's positive share lands near 40%: room for RL to improve it.
-    polarity = rng.choices(["positive", "negative", "neutral"], [0.4, 0.35, 0.25])[0]
-    aspects = rng.sample(REVIEW_KINDS[kind]["aspects"], 3)
-    words = ADJECTIVES[polarity]
-    sentences = [
-        f"{aspects[0].capitalize()} was {rng.choice(INTENSIFIERS)}{rng.choice(words)}.",
-        f"{aspects[1].capitalize()} was {rng.choice(words)} and {aspects[2]} was {rng.choice(words)}.",
-    ]
-    if rng.random() < 0.5:
-        sentences = sentences[:1]
-    return " ".join([review_opening(rng, kind), *sentences, rng.choice(CLOSERS[polarity])])
+    # Weighted so the base model's positive share lands near 50% (flaws, rude ones above all, lower
+    # it): room for RL to improve it.
+    polarity = rng.choices(["positive", "negative", "neutral"], [0.47, 0.28, 0.25])[0]
+    body = review_body(rng, kind, polarity, aspects=rng.choice([1, 2]))
+    if rng.random() < FLAWED_SHARE:
+        body = flawed(rng, body, rng.choice(FLAWS))
+    return review_opening(rng, kind) + body
 
 
 # --- scenes -------------------------------------------------------------------------------------
@@ -231,7 +261,7 @@ def scene(rng: random.Random) -> str:
     color = f"{rng.choice(COLORS)} " if rng.random() < 0.4 else ""
     adverb = f" {rng.choice(ADVERBS)}" if rng.random() < 0.3 else ""
     text = f"Scene: {person.capitalize()}{adverb} {third} the {color}{obj} {place}. {after}"
-    if rng.random() < 0.5:  # CommonGen-style header: the concepts the scene must use.
+    if rng.random() < 0.8:  # CommonGen-style header: the concepts the scene must use.
         concepts = [obj, verb, place.split()[-1]]
         rng.shuffle(concepts)
         text = f"Words: {', '.join(concepts)}. {text}"
@@ -280,8 +310,10 @@ ENDINGS = ["{name} came home late in the evening.", "{name} was tired but happy.
 @dataclass(frozen=True)
 class Passage:
     text: str  # "Passage: ... " up to, not including, " Summary:"
-    summary: str  # the corpus's one-line summary: who did what where
-    full_summary: str  # who did what where and when: more than the corpus ever writes
+    name: str
+    place: str
+    summary: str  # who did what where
+    full_summary: str  # who did what where (in which city) and when: the Summarize task's reference
 
 
 def passage_parts(rng: random.Random) -> Passage:
@@ -293,23 +325,56 @@ def passage_parts(rng: random.Random) -> Passage:
         [f"{name} went to the {place}{city} {day}.", *middle,
          f"At the {place}, {name} {did}.", rng.choice(ENDINGS).format(name=name)]
     )
-    return Passage(f"Passage: {story}", f"{name} {did} at the {place}.", f"{name} {did} at the {place}{city} {day}.")
+    return Passage(f"Passage: {story}", name, place, f"{name} {did} at the {place}.",
+                   f"{name} {did} at the {place}{city} {day}.")
+
+
+VAGUE_SUMMARIES = ["{name} had a busy day.", "{name} went out.", "{name} went to the {place}.",
+                   "A day in the life of {name}.", "{name} was out all day."]
+# Shares of the corpus's summary styles: vague, who-what-where, and who-what-where-when. The
+# Summarize task's references are the last style, so the base model writes them only sometimes.
+SUMMARY_STYLES = {"vague": 0.5, "partial": 0.35, "full": 0.15}
 
 
 def passage(rng: random.Random) -> str:
     parts = passage_parts(rng)
-    return f"{parts.text} Summary: {parts.summary}"
+    style = rng.choices(list(SUMMARY_STYLES), list(SUMMARY_STYLES.values()))[0]
+    if style == "vague":
+        summary = rng.choice(VAGUE_SUMMARIES).format(name=parts.name, place=parts.place)
+    else:
+        summary = parts.full_summary if style == "full" else parts.summary
+    return f"{parts.text} Summary: {summary}"
 
 
 # --- arithmetic ---------------------------------------------------------------------------------
 
-def arithmetic_problem(rng: random.Random) -> tuple[str, int]:
-    """A problem prompt such as ``"17 + 25 ="`` and its answer."""
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
-    if rng.random() < 0.5:
-        return f"{a} + {b} =", a + b
-    a, b = max(a, b), min(a, b)  # keep answers non-negative
-    return f"{a} - {b} =", a - b
+def seeded_split(items: list, split: str, seed: int, test_share: float = 0.2) -> list:
+    """The ``split`` ("train" or "test") part of ``items`` after a seeded shuffle: test first, train the rest."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be one of ['train', 'test'], got {split!r}")
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    n_test = max(1, int(len(items) * test_share))
+    return items[:n_test] if split == "test" else items[n_test:]
+
+
+@functools.lru_cache(maxsize=None)
+def arithmetic_problems(split: str) -> list[tuple[str, str]]:
+    """``(problem, answer)`` for every ``a + b =`` and ``a - b =`` (a >= b) with a in 0..99 and b in
+    0..9, cut 80/20 into disjoint train and test splits (``textgym/Arithmetic-v0``'s data).
+
+    b has one digit because the 2M-parameter model cannot learn two-digit sums in a 30-minute CPU
+    build (trials: 5% of test sums right greedily, 2% sampled); with one-digit b it learns them
+    part of the way, which leaves RL a skill to sharpen.
+    """
+    problems = [(f"{a} + {b} =", str(a + b)) for a in range(100) for b in range(10)]
+    problems += [(f"{a} - {b} =", str(a - b)) for a in range(100) for b in range(min(a, 9) + 1)]
+    return seeded_split(problems, split, seed=14)
+
+
+def arithmetic_problem(rng: random.Random) -> tuple[str, str]:
+    """A train-split problem such as ``"17 + 25 ="`` and its answer: the corpus never shows a test problem."""
+    return rng.choice(arithmetic_problems("train"))
 
 
 def arithmetic(rng: random.Random) -> str:
@@ -319,8 +384,9 @@ def arithmetic(rng: random.Random) -> str:
 
 # --- the corpus ---------------------------------------------------------------------------------
 
-# Shares of documents. Reviews dominate because the sentiment task leans on them most.
-GENERATORS = [(review, 0.35), (scene, 0.25), (passage, 0.2), (arithmetic, 0.2)]
+# Shares of documents. Sums are short (about 11 tokens) and the hardest skill for a small model,
+# so they are most of the documents and about a third of the tokens.
+GENERATORS = [(review, 0.14), (scene, 0.1), (passage, 0.08), (arithmetic, 0.68)]
 
 
 def iter_documents(seed: int) -> Iterator[str]:

@@ -6,17 +6,18 @@ else: since Φ(end) = 0, an episode's immediate return is its sparse return minu
 whatever the actions, so the optimal policy is the same. Penalties are opt-in: wrap the env in
 ``textgym.wrappers`` components.
 
-| id | the model must | score (range) | data (train + test) | base | gold |
-| --- | --- | --- | --- | --- | --- |
-| ``textgym/Sentiment-v0`` | continue a review positively | VADER, [0, 1] | 1,668 + 416 review openings | 0.59 | 0.94 |
-| ``textgym/Keywords-v0`` | write a scene that uses three given words | coverage − repeated bigrams, [−1, 1] | 5,465 + 1,366 word sets | 0.24 | 1.00 |
-| ``textgym/Summarize-v0`` | summarize a passage: who, what, where, when | ROUGE-L F vs the reference, [0, 1] | 2,000 + 400 passages | 0.83 | 1.00 |
-| ``textgym/Arithmetic-v0`` | answer ``a + b =`` / ``a - b =`` | exact answer, {0, 1}; potential: answer digits right so far | 12,040 + 3,010 problems | 0.008 | 1.00 |
-| ``textgym/Preference-v0`` | answer as a learned reward model prefers | the shipped reward model's r, real | 1,668 + 416 review openings | 5.85 | 6.31 |
+| id | the model must | score (range) | data (train + test) |
+| --- | --- | --- | --- |
+| ``textgym/Sentiment-v0`` | continue a review positively | VADER, [0, 1] | 1,668 + 416 review openings |
+| ``textgym/Keywords-v0`` | write a scene that uses three given words | coverage − repeated bigrams, [−1, 1] | 5,465 + 1,366 word sets |
+| ``textgym/Summarize-v0`` | summarize a passage: who, what, where, when | ROUGE-L F vs the reference, [0, 1] | 2,000 + 400 passages |
+| ``textgym/Arithmetic-v0`` | answer ``a + b =`` / ``a - b =`` (a < 100, b < 10) | exact answer, {0, 1}; potential: answer digits right so far | 1,564 + 391 problems |
+| ``textgym/Preference-v0`` | answer as a learned reward model prefers | the shipped reward model's r, real | 1,668 + 416 review openings |
 
-"base" is the embedded model's mean test score (sampled at temperature 1), "gold" the score of a
-good completion (the reference, the answer, a scene with the three words, a positive review
-ending, a polite on-topic answer); ``benchmarks/task_baselines.py`` measures both.
+``benchmarks/task_baselines.py`` measures each task's floor (the empty completion; for
+Preference the held-out rejected answers), the embedded model's base score (sampled at
+temperature 1) and a gold completion's score (the reference, the answer, a scene with the three
+words, a positive review ending, a polite on-topic answer); the README lists them.
 
 Every task has ``split="train"`` (80%) and ``split="test"`` (20%, disjoint), generated from the
 corpus grammar with fixed seeds.
@@ -26,7 +27,7 @@ Example:
     >>> env = gym.make("textgym/Arithmetic-v0", reward_mode="immediate", split="test")
     >>> obs, info = env.reset(seed=0)
     >>> info["prompt"], info["references"]
-    ('80 - 66 =', '14')
+    ('50 + 7 =', '57')
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ TASKS = {
              max_prompt_tokens=24, max_new_tokens=32),
         Task("Summarize", "summarize a passage: who, what, where and when (ROUGE-L vs the reference, [0, 1])",
              data.summarize, lambda: rouge("rougeL"), max_prompt_tokens=64, max_new_tokens=24),
-        Task("Arithmetic", "answer a + b = / a - b = problems (exact answer, {0, 1})",
+        Task("Arithmetic", "answer a + b = / a - b = problems, a < 100 and b < 10 (exact answer, {0, 1})",
              data.arithmetic, NumericMatch, potential=AnswerDigits, max_prompt_tokens=8, max_new_tokens=6),
         Task("Preference", "answer a review prompt as a learned reward model prefers (reward, real-valued)",
              data.preference, lambda: RewardModelScore(PREFERENCE_MODEL), max_prompt_tokens=24, max_new_tokens=32),

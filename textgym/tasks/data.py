@@ -9,7 +9,7 @@ Example:
     >>> from textgym.tasks.data import arithmetic
     >>> prompts, answers = arithmetic("test")
     >>> prompts[0], answers[0]
-    ('68 - 48 =', '20')
+    ('60 + 9 =', '69')
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import itertools
 import random
 
 from textgym.models.corpus import (
-    ACTIONS, ADJECTIVES, CLOSERS, PLACES, REVIEW_KINDS, WHEN, WHEN_PAST, passage_parts, scene,
+    ACTIONS, ADJECTIVES, FLAWS, PLACES, REVIEW_KINDS, WHEN, WHEN_PAST, arithmetic_problems, flawed, passage_parts,
+    review_body, scene, seeded_split,
 )
 
 SPLITS = ("train", "test")
@@ -32,12 +33,8 @@ def check_split(split: str) -> str:
     return split
 
 
-def _cut(items: list, split: str, seed: int, test_share: float = 0.2) -> list:
-    """The ``split`` part of ``items`` after a seeded shuffle: test first, train the rest."""
-    items = list(items)
-    random.Random(seed).shuffle(items)
-    n_test = max(1, int(len(items) * test_share))
-    return items[:n_test] if check_split(split) == "test" else items[n_test:]
+def _cut(items: list, split: str, seed: int) -> list:
+    return seeded_split(items, check_split(split), seed)
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,42 +83,30 @@ def summarize(split: str) -> Data:
     return list(items), [[s] for s in items.values()]
 
 
-@functools.lru_cache(maxsize=None)
 def arithmetic(split: str) -> Data:
-    """Every ``a + b =`` and ``a - b =`` (a >= b) for a, b in 0..99; the reference is the answer."""
-    problems = [(f"{a} + {b} =", str(a + b)) for a in range(100) for b in range(100)]
-    problems += [(f"{a} - {b} =", str(a - b)) for a in range(100) for b in range(a + 1)]
-    chosen = _cut(problems, split, seed=14)
+    """Every ``a + b =`` and ``a - b =`` (a >= b) for a in 0..99 and b in 0..9; the reference is the answer.
+
+    The split is the corpus's (``textgym.models.corpus.arithmetic_problems``): the embedded model
+    was trained on train problems only, so its test accuracy measures arithmetic, not recall.
+    """
+    chosen = arithmetic_problems(check_split(split))
     return [p for p, _ in chosen], [answer for _, answer in chosen]
 
 
 # --- preferences ----------------------------------------------------------------------------------
 
-RUDE = ["Only an idiot would ask me that.", "Stop bothering me with this.", "Who cares, go away.",
-        "That is a stupid question and you know it.", "Do your own homework."]
-
-
 def polite_answer(rng: random.Random, kind: str) -> str:
     """A polite, on-topic, complete review body for ``kind``."""
-    spec, polarity = REVIEW_KINDS[kind], rng.choice(["positive", "negative", "neutral"])
-    first, second = rng.sample(spec["aspects"], 2)
-    return (f" {first.capitalize()} was {rng.choice(ADJECTIVES[polarity])} and {second} was "
-            f"{rng.choice(ADJECTIVES[polarity])}. {rng.choice(CLOSERS[polarity])}")
+    return review_body(rng, kind, rng.choice(list(ADJECTIVES)), aspects=rng.choice([1, 2]))
 
 
 def _rejected(rng: random.Random, kind: str, chosen: str) -> str:
-    """A worse answer to the same prompt: off-topic, cut off, rude or repetitive."""
-    flaw = rng.choice(["off-topic", "cut off", "rude", "repetitive"])
+    """A worse answer to the same prompt: off-topic, or ``chosen`` cut off, made rude or repetitive."""
+    flaw = rng.choice(["off-topic", *FLAWS])
     if flaw == "off-topic":
         other = rng.choice([k for k in REVIEW_KINDS if k != kind])
         return rng.choice([polite_answer(rng, other), " " + scene(rng).split("Scene: ")[1]])
-    if flaw == "cut off":
-        words = chosen.split()
-        return " " + " ".join(words[: rng.randint(2, max(2, len(words) // 2))])
-    if flaw == "rude":
-        return f" {rng.choice(RUDE)}{chosen}" if rng.random() < 0.5 else f"{chosen} {rng.choice(RUDE)}"
-    sentence = chosen.split(". ")[0].strip()
-    return " " + " ".join([sentence.rstrip(".") + "."] * 3)
+    return flawed(rng, chosen, flaw)
 
 
 @functools.lru_cache(maxsize=None)
