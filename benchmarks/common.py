@@ -12,6 +12,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,6 +111,32 @@ def test_score(lm, config, episodes: int) -> float:
 
     samples = evaluate(lm, config.env_id, config.env_kwargs, episodes, Sampling.from_config(config), seed=10_000)
     return float(np.mean([s["score"] for s in samples]))
+
+
+def quiet_worker() -> None:
+    """Set up a benchmark's worker process: one torch thread (on small models, two single-threaded
+    runs beat one two-threaded run), no warnings or progress bars in the log, the envs registered."""
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")  # e.g. early k1 KL estimates below 0: the JSON keeps every KL
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    import textgym  # noqa: F401  (registers the envs)
+
+
+SMOOTHING = 4  # iterations in the running mean of the training score that must reach a threshold
+
+
+def thresholds(share: float = 0.5) -> dict[str, float]:
+    """``share`` of the way from each task's base test score to its gold score."""
+    baselines = json.loads((RESULTS / "task_baselines.json").read_text())["results"]
+    return {task: b["base_mean"] + share * (b["gold_mean"] - b["base_mean"]) for task, b in baselines.items()}
+
+
+def tokens_to_threshold(steps: list[int], scores: list[float], threshold: float) -> int | None:
+    running = np.convolve(scores, np.ones(SMOOTHING) / SMOOTHING, mode="valid")
+    reached = np.flatnonzero(running >= threshold)
+    return None if reached.size == 0 else int(steps[reached[0] + SMOOTHING - 1])
 
 
 @contextmanager

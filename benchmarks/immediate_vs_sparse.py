@@ -27,11 +27,9 @@ with a ±1 std band).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import product
@@ -39,11 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, figure, machine, parse_args, test_score, write_json
+from common import (
+    SMOOTHING, figure, machine, parse_args, quiet_worker, test_score, thresholds, tokens_to_threshold, write_json,
+)
 
 ALGOS = ("ppo", "grpo")
 MODES = ("sparse", "immediate")
-SMOOTHING = 4  # iterations in the running mean that must reach the threshold
 HYPERPARAMETERS = dict(lr=3e-5, kl_coef=0.05, num_envs=32, minibatch_size=16, epochs=4, group_size=4,
                        checkpoint_every=10**9)  # no periodic checkpoints: the study only needs the end
 BUDGETS = {"Sentiment": 16_000, "Keywords": 24_000, "Summarize": 12_000, "Arithmetic": 8_000, "Preference": 12_000}
@@ -63,28 +62,9 @@ class Run:
         return f"{self.task}/{self.algo}/{self.mode}/seed{self.seed}"
 
 
-def thresholds(share: float = 0.5) -> dict[str, float]:
-    """``share`` of the way from each task's base test score to its gold score."""
-    baselines = json.loads((RESULTS / "task_baselines.json").read_text())["results"]
-    return {task: b["base_mean"] + share * (b["gold_mean"] - b["base_mean"]) for task, b in baselines.items()}
-
-
-def tokens_to_threshold(steps: list[int], scores: list[float], threshold: float) -> int | None:
-    running = np.convolve(scores, np.ones(SMOOTHING) / SMOOTHING, mode="valid")
-    reached = np.flatnonzero(running >= threshold)
-    return None if reached.size == 0 else int(steps[reached[0] + SMOOTHING - 1])
-
-
 def train_one(run: Run) -> dict:
     """One training run in a worker process; its curve, final test score and KL."""
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")  # early k1 KL estimates dip below 0; the JSON keeps every KL
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    import textgym  # noqa: F401  (registers the envs)
+    quiet_worker()
     from agents.trainers import TrainConfig, Trainer
     from textgym.tasks import TASKS
 

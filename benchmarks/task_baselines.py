@@ -1,9 +1,13 @@
-"""Task baselines: the embedded model's score on each task's test split, and a good policy's.
+"""Task baselines: the embedded model's score on each task's test split, a bad policy's and a good one's.
 
 The base score samples the tiny model at temperature 1 through the task's vector env (the first
 ``--episodes`` finished episodes). "Gold" scores what a good policy writes: the reference
 summary, the right answer, a scene that uses the three words once, and a plainly positive review
-ending, a polite on-topic answer (Preference), for the same test prompts. Prints a table and writes JSON.
+ending, a polite on-topic answer (Preference), for the same test prompts. "Floor" scores a bad
+policy: the empty completion, and for Preference the held-out rejected answers (off-topic, cut
+off, rude or repetitive). "Position" places the base on that scale, (base - floor) / (gold - floor):
+between 10% and 65% leaves RL room to move without starting from nothing. Prints a table and
+writes JSON.
 
     python benchmarks/task_baselines.py [--episodes 256] [--num-envs 64]
     python benchmarks/task_baselines.py --quick --out /tmp   # smoke run (CI)
@@ -25,7 +29,7 @@ from textgym.models import load_causal_lm
 from textgym.envs.core import run_scorer
 from textgym.models.corpus import ACTIONS, PLACES
 from textgym.tasks import TASKS
-from textgym.tasks.data import polite_answer
+from textgym.tasks.data import polite_answer, preference_pairs
 
 
 def gold_completion(task: str, prompt: str, references) -> str:
@@ -62,6 +66,16 @@ def gold_scores(name: str, episodes: int) -> list[float]:
     return run_scorer(task.scorer(), prompts, completions, refs).tolist()
 
 
+def floor_scores(name: str, episodes: int) -> list[float]:
+    task = TASKS[name]
+    if name == "Preference":
+        prompts, _, completions = zip(*preference_pairs("test")[:episodes])
+        return run_scorer(task.scorer(), list(prompts), list(completions), None).tolist()
+    prompts, references = task.data("test")
+    refs = None if references is None else references[:episodes]
+    return run_scorer(task.scorer(), prompts[:episodes], [""] * len(prompts[:episodes]), refs).tolist()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=256)
@@ -74,12 +88,14 @@ def main() -> None:
     results = {}
     for name in textgym.TASK_NAMES:
         base = base_scores(f"textgym/{name}-v0", model, args.episodes, args.num_envs, args.seed)
-        gold = gold_scores(name, args.episodes)
-        results[name] = {"base_mean": float(np.mean(base)), "base_std": float(np.std(base)),
-                         "gold_mean": float(np.mean(gold)), "episodes": len(base)}
-    print(f"{'task (test split)':<20}{'base mean ± std':>20}{'gold':>8}")
+        floor, gold = np.mean(floor_scores(name, args.episodes)), np.mean(gold_scores(name, args.episodes))
+        results[name] = {"floor_mean": float(floor), "base_mean": float(np.mean(base)), "base_std": float(np.std(base)),
+                         "gold_mean": float(gold), "base_position": float((np.mean(base) - floor) / (gold - floor)),
+                         "episodes": len(base)}
+    print(f"{'task (test split)':<20}{'floor':>8}{'base mean ± std':>20}{'gold':>8}{'position':>10}")
     for name, r in results.items():
-        print(f"{name:<20}{r['base_mean']:>12.3f} ± {r['base_std']:.3f}{r['gold_mean']:>8.3f}")
+        print(f"{name:<20}{r['floor_mean']:>8.3f}{r['base_mean']:>12.3f} ± {r['base_std']:.3f}{r['gold_mean']:>8.3f}"
+              f"{r['base_position']:>10.0%}")
     write_json(args.out / "task_baselines.json", {"benchmark": "task_baselines", "settings": vars(args),
                           "machine": machine(), "results": results})
 

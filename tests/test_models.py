@@ -126,7 +126,7 @@ def test_batch_rows_puts_one_document_per_row_and_batches_by_length():
 def test_build_script_end_to_end(tmp_path):
     out = tmp_path / "model"
     cfg = BuildConfig(out=str(out), corpus_tokens=6000, vocab_size=600, n_embd=32, n_layer=1, n_head=2,
-                      n_positions=64, block_size=32, max_steps=4, batch_tokens=256, sentiment_prompts=4)
+                      n_positions=64, block_size=64, max_steps=4, batch_tokens=256, sentiment_prompts=4)
     record = build(cfg)
     assert record["train_steps"] == 4 and record["train_tokens"] > 5000
     assert np.isfinite(record["final_val_loss"]) and 0 <= record["review_positive_share"] <= 1

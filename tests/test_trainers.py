@@ -190,7 +190,7 @@ def test_rollout_batches_are_the_envs_episodes():
 
 
 def test_a_minibatch_drops_only_columns_that_are_padding_in_all_its_rows():
-    envs = gym.make_vec("textgym/Sentiment-v0", num_envs=8, max_new_tokens=16)
+    envs = gym.make_vec("textgym/Sentiment-v0", num_envs=8, max_new_tokens=32)
     policy = TokenPolicy.load("tiny", with_value=True)
     batch = Rollout(envs, Sampling()).collect(policy.lm, seeds=list(range(8)),
                                               generator=torch.Generator().manual_seed(0))

@@ -23,7 +23,7 @@ Example:
     >>> logits, hidden = cache.restart(torch.arange(2), ids, mask)
     >>> logits, hidden = cache.advance(torch.tensor([40, 41]))  # one new token per row
     >>> logits.shape, hidden.shape
-    (torch.Size([2, 2098]), torch.Size([2, 192]))
+    (torch.Size([2, 2121]), torch.Size([2, 192]))
     >>> out = model(input_ids=ids, attention_mask=mask, past_key_values=preallocated_cache(6), use_cache=True)
     >>> out = model(input_ids=torch.tensor([[40], [41]]), attention_mask=torch.ones(2, 5, dtype=torch.long),
     ...             past_key_values=out.past_key_values, use_cache=True)
