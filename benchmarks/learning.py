@@ -50,7 +50,8 @@ def main() -> None:
     args = parse_args(parser, quick={"episodes": 16})  # and one iteration per run, below
     warnings.filterwarnings("ignore")
     path = args.out / "learning.json"
-    results = json.loads(path.read_text())["runs"] if path.exists() else {}
+    recorded = json.loads(path.read_text())["runs"] if path.exists() else {}
+    results = {name: run for name, run in recorded.items() if name in RUNS}
     base = load_causal_lm("tiny", device="cpu")
     quick = {"steps": 1} if args.quick else {}  # one iteration
     for name in args.runs:
