@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 import textgym  # noqa: F401  (registers the env ids)
-from agents.trainers.config import TrainConfig
+from agents.trainers.checkpoint import check_new_run, last_checkpoint, read_state
+from agents.trainers.config import TrainConfig, read_yaml
 from textgym.tasks import TASKS
 
 DESCRIPTIONS = {task.env_id: task.summary for task in TASKS.values()} | {
@@ -39,6 +40,25 @@ class UsageError(Exception):
 NAMED = {"algo", "model", "steps", "out", "lora", "device", "seed"}  # the flags users reach for first
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (``textgym train: error: ...``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def json_object(text: str) -> dict:
+    """A ``--env-kwargs`` value: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"max_new_tokens\": 32}}', got {text!r} "
+                                         f"({error.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def _flag_type(annotation: str):
     if annotation.startswith("bool"):
         return None
@@ -47,7 +67,7 @@ def _flag_type(annotation: str):
     if annotation.startswith("float"):
         return float
     if annotation.startswith("dict"):
-        return json.loads
+        return json_object
     return str
 
 
@@ -67,14 +87,14 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=f"(default: {default})")
         else:
-            metavar = "JSON" if kind is json.loads else None
+            metavar = "JSON" if kind is json_object else None
             group.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=metavar,
                                help=f"(default: {json.dumps(default) if isinstance(default, dict) else default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textgym", description="Text generation as a Gymnasium RL problem.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="textgym", description="Text generation as a Gymnasium RL problem.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     train = commands.add_parser("train", help="train a policy on an env id",
                                 description="Train with batched PPO / GRPO / RLOO, or stable-baselines3.")
     train.add_argument("env_id", nargs="?", default=argparse.SUPPRESS,
@@ -97,11 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(TrainConfig)}}
-    if args.config is not None:
-        return TrainConfig.from_yaml(args.config, **overrides)
-    return TrainConfig(**overrides)
+def given_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the user set: in ``--config``'s file, overridden by flags."""
+    flags = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(TrainConfig)}}
+    return {**(read_yaml(args.config) if args.config is not None else {}), **flags}
+
+
+RESUMABLE = ("steps", "out")  # --resume may raise the run's target; every other setting is the run's own
+
+
+def resumed_config(args: argparse.Namespace) -> TrainConfig:
+    """The checkpoint's config with ``--steps`` applied; any other flag that differs is an error."""
+    given = given_values(args)
+    out = given.get("out", TrainConfig.out)
+    saved = read_state(last_checkpoint(Path(out)))["config"]
+    wanted = TrainConfig.from_dict({**saved, **given}, where="--resume").to_dict()
+    changed = [f"--{k.replace('_', '-')} {wanted[k]!r} (the run's: {saved.get(k)!r})"
+               for k in given if k not in RESUMABLE and wanted[k] != saved.get(k)]
+    if changed:
+        raise UsageError(f"--resume continues {out} with its own settings, and these flags differ: {', '.join(changed)}; "
+                         "drop them, or start a new run in another --out")
+    return TrainConfig.from_dict({**saved, "out": str(out), "steps": wanted["steps"]})
 
 
 def train(args: argparse.Namespace) -> int:
@@ -109,60 +145,65 @@ def train(args: argparse.Namespace) -> int:
     from agents.trainers.rollout import make_envs
 
     try:
-        config = config_from_args(args)
+        if args.resume:
+            config = resumed_config(args)
+        else:
+            config = TrainConfig.from_dict(given_values(args), where=str(args.config or "the flags"))
+            check_new_run(config.out)
         # an unknown id or a bad env argument fails here, before any model loads
         make_envs(config.env_id, 1, config.env_kwargs, reward_mode=config.reward_mode).close()
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, FileNotFoundError) as error:
         raise UsageError(error) from error
-    if args.resume and config.algo.startswith("sb3"):
-        raise UsageError(f"--resume continues the batched trainers; {config.algo} runs start afresh "
-                         "(load a finished one with agents.load)")
     if config.algo.startswith("sb3"):
         from agents.trainers.sb3 import train_sb3
 
-        checkpoint = train_sb3(config, progress=not args.quiet)
+        train_sb3(config, progress=not args.quiet)
     else:
-        if args.resume:
-            more = {"steps": args.steps} if "steps" in vars(args) else {}  # the run's own target, unless raised
-            trainer = Trainer.resume(config.out, progress=not args.quiet, **more)
-        else:
-            trainer = Trainer(config, progress=not args.quiet)
-        checkpoint = trainer.train()
+        try:  # a checkpoint file that is truncated or corrupt fails here, naming the file
+            trainer = Trainer.resume(config.out, not args.quiet, steps=config.steps) if args.resume else Trainer(
+                config, progress=not args.quiet)
+        except (ValueError, FileNotFoundError) as error:
+            raise UsageError(error) from error
+        trainer.train()
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate, only the main process reports
-        print(f"done: {config.out} (metrics.csv, learning_curve.png, samples.md, {checkpoint.name}/)")
-        samples = Path(config.out) / "samples.md"
+        out = Path(config.out)
+        samples = out / "samples.md"
         if samples.exists():
             print(samples.read_text().splitlines()[-1])
+        outputs = sorted(p.name + "/" * p.is_dir() for p in out.iterdir())
+        print(f"done: {out} ({', '.join(outputs)})")
     return 0
 
 
-def _load_for_eval(target: str, device: str | None) -> tuple[Any, dict[str, Any]]:
-    """The LM to evaluate and the run's config (empty for a bare model)."""
-    from agents.trainers.checkpoint import read_state
-    from textgym.models import load_causal_lm
-
+def _eval_target(target: str) -> tuple[str, dict[str, Any]]:
+    """What to load for ``textgym eval``: the model (a path or a name) and the run's config (empty
+    for a bare model)."""
     path = Path(target)
-    run = {}
-    if (path / "checkpoint").is_dir():
-        run = read_state(path / "checkpoint")["config"]
-        path = path / "model"
-        if not path.is_dir():
+    if (path / "checkpoint").is_dir() or (path / "checkpoint.old").is_dir():
+        run = read_state(last_checkpoint(path))["config"]
+        if not (path / "model").is_dir():
             raise ValueError(f"{target} has no model/ yet (the run has not finished); train it to the end first")
-    return load_causal_lm(path if path.exists() else target, device=device), run
+        return str(path / "model"), run
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ValueError(f"{target} is neither a textgym run (no checkpoint/) nor a saved model (no config.json)")
+    return target, {}
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from agents.trainers.rollout import Sampling, evaluate
+    from agents.trainers.rollout import Sampling, evaluate, make_envs
+    from textgym.models import load_causal_lm
 
-    if args.episodes < 1:
-        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.episodes < 1 or args.seed < 0:
+        raise UsageError(f"--episodes must be >= 1 and --seed >= 0, got {args.episodes} and {args.seed}")
     try:
-        lm, run = _load_for_eval(args.dir, args.device)
-    except (ValueError, FileNotFoundError) as error:
+        model, run = _eval_target(args.dir)
+        env_id = args.env or run.get("env_id")
+        if env_id is None:
+            raise ValueError(f"{args.dir} is not a textgym run; pass --env ID")
+        make_envs(env_id, 1, run.get("env_kwargs", {}), split=args.split).close()  # a bad id or split fails here
+        lm = load_causal_lm(model, device=args.device)
+    except (ValueError, TypeError, FileNotFoundError) as error:
         raise UsageError(error) from error
-    env_id = args.env or run.get("env_id")
-    if env_id is None:
-        raise UsageError(f"{args.dir} is not a textgym run; pass --env ID")
     sampling = Sampling.from_config(TrainConfig.from_dict(run)) if run else Sampling()
     results = evaluate(lm, env_id, run.get("env_kwargs", {}), args.episodes, sampling, args.seed, args.split)
     scores = np.array([r["score"] for r in results])
@@ -190,7 +231,10 @@ def list_command() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse's usage errors (status 2) and --help (0)
+        return int(exit.code or 0)
     try:
         if args.command == "train":
             return train(args)

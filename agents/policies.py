@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 from typing import Any
 
@@ -245,8 +247,16 @@ def apply_lora(model, lora):
         from peft import LoraConfig, get_peft_model
     except ImportError as error:
         raise ImportError('lora= needs peft: pip install "textgym[lora]"') from error
-    config = lora if isinstance(lora, LoraConfig) else LoraConfig(**dict(lora))
-    return get_peft_model(model, config)
+    from transformers.pytorch_utils import Conv1D
+
+    if not isinstance(lora, LoraConfig):
+        # GPT-2's layers are Conv1D (weights stored transposed): say so, or peft warns and flips it.
+        conv1d = any(isinstance(m, Conv1D) for m in model.modules())
+        lora = LoraConfig(**{"fan_in_fan_out": conv1d, **dict(lora)})
+    with warnings.catch_warnings():
+        # peft itself still calls transformers' deprecated is_gradient_checkpointing.
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def save(model, path: str | Path) -> Path:

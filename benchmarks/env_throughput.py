@@ -30,6 +30,7 @@ import torch
 import textgym  # noqa: F401  (registers the envs)
 from common import Contender, machine, measure, parse_args, single_runner, vector_runner, write_json
 from textgym.models import load_causal_lm
+from textgym.models.cache import cache_of, cached
 
 ENV_ID = "textgym/TextGeneration-v0"
 
@@ -75,7 +76,7 @@ def lm_runner(num_envs: int, length: int) -> Callable[[float], tuple[int, float]
             for _ in range(length - 16):  # decode until the cache holds a full observation
                 probs = torch.softmax(out.logits[:, -1], dim=-1)
                 token = torch.multinomial(probs, 1, generator=generator)
-                out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+                out = model(input_ids=token, **cached(cache_of(out)), use_cache=True)
                 tokens += num_envs
         return tokens, time.perf_counter() - start
 

@@ -37,3 +37,32 @@ def assert_tree_equal(a: Any, b: Any, where: str = "", atol: float = 0.0) -> Non
         assert abs(a - b) <= atol, f"{where}: {a!r} != {b!r}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+class Killed(BaseException):
+    """Raised by ``kill_at``: like a kill, no ``except Exception`` stops it."""
+
+
+FS_OPS = 5  # the filesystem operations of ``atomic_directory`` over an existing directory
+
+
+def kill_at(monkeypatch, n: int) -> None:
+    """Make the ``n``-th filesystem operation of ``textgym.models``' atomic saves (renames and
+    removals, counted from 0) die, as a kill at that moment would."""
+    import shutil
+    from pathlib import Path
+
+    import textgym.models
+
+    real_rename, real_rmtree, count = Path.rename, shutil.rmtree, [0]
+
+    def step(operation):
+        def run(*args, **kwargs):
+            count[0] += 1
+            if count[0] - 1 == n:
+                raise Killed(f"killed at filesystem operation {n}")
+            return operation(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(Path, "rename", step(real_rename))
+    monkeypatch.setattr(textgym.models.shutil, "rmtree", step(real_rmtree))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +11,10 @@ import torch
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from textgym.data import PROMPT_SETS, generate, prompt_file
-from textgym.models import load_causal_lm, load_tokenizer, tiny_path
+from textgym.models import atomic_directory, load_causal_lm, load_tokenizer, recover_directory, tiny_path
 from textgym.models.build_tiny import BuildConfig, batch_rows, build
 from textgym.models.corpus import generate_documents, prompt_starts
+from tests.helpers import FS_OPS, Killed, kill_at
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +138,31 @@ def test_build_script_end_to_end(tmp_path):
     assert json.loads((out / "build_record.json").read_text())["train_steps"] == 4
     build(cfg)  # building over an existing model replaces it atomically
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("kill_point", range(FS_OPS))
+def test_atomic_directory_keeps_one_whole_version_when_killed_at_any_point(tmp_path, monkeypatch, kill_point):
+    out = tmp_path / "model"
+    with atomic_directory(out) as tmp:
+        (tmp / "weights").write_text("v1")
+    kill_at(monkeypatch, kill_point)
+    with pytest.raises(Killed), atomic_directory(out) as tmp:
+        (tmp / "weights").write_text("v2")
+    monkeypatch.undo()
+    recover_directory(out)
+    # Until the new version is renamed into place (the 4th operation), the old one stands.
+    assert (out / "weights").read_text() == ("v2" if kill_point >= FS_OPS - 1 else "v1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with atomic_directory(out) as tmp:  # and the next save works
+        (tmp / "weights").write_text("v3")
+    assert (out / "weights").read_text() == "v3" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_atomic_directory_refuses_to_replace_a_file(tmp_path):
+    (tmp_path / "model").write_text("not a model")
+    with pytest.raises(ValueError, match="it is a file; expected a directory path"), atomic_directory(tmp_path / "model"):
+        pass
+    assert (tmp_path / "model").read_text() == "not a model"
 
 
 def test_loaded_models_run_the_fused_gelu_with_the_same_outputs():

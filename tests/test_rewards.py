@@ -39,6 +39,10 @@ def test_save_load_round_trip_gives_the_same_rewards(trained, tmp_path):
         batch = trained.tokenizer([p + c for p, c in zip(prompts, completions)], return_tensors="pt", padding=True)
         expected = trained.model(**batch).logits[:, 0].numpy()
     np.testing.assert_allclose(scorer(prompts, completions), expected, rtol=1e-5, atol=1e-6)
+    trained.save(path)  # saving again, twice, replaces the model in place
+    trained.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
+    np.testing.assert_allclose(RewardModelScore(path, device="cpu")(prompts, completions), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_the_shipped_preference_model_meets_its_record():
@@ -77,6 +81,12 @@ def test_preference_inputs(tmp_path):
         load_pairs([("Q:", " yes.")])
     with pytest.raises(ValueError, match="empty"):
         load_pairs([])
+    with pytest.raises(ValueError, match="preference 0 must be \\(prompt, chosen, rejected\\) strings, got 'abc'"):
+        train_reward_model(["abc"])  # a string is not a triple of strings
+    with pytest.raises(ValueError, match="preference 0 has an empty answer"):
+        load_pairs([("Q:", " yes.", "  ")])
+    with pytest.warns(UserWarning, match="chosen == rejected"):
+        load_pairs([("Q:", " yes.", " yes.")])
     with pytest.raises(ValueError, match="does not exist"):
         load_pairs(tmp_path / "missing.jsonl")
     with pytest.raises(ValueError, match="lr must be > 0"):

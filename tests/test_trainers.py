@@ -26,6 +26,7 @@ from agents.trainers.ppo import PPO, gae
 from agents.trainers.rloo import RLOO
 from agents.trainers.rollout import Rollout, Sampling
 from textgym.models import load_causal_lm
+from tests.helpers import FS_OPS, Killed, kill_at
 
 
 def small_config(tmp_path: Path, **overrides) -> TrainConfig:
@@ -329,19 +330,38 @@ def test_a_crash_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, mon
     assert (checkpoint / "state.json").read_text() == good
 
 
-def test_resume_finds_the_previous_checkpoint_after_a_crash_between_renames(tmp_path):
+@pytest.mark.parametrize("kill_point", range(FS_OPS))
+def test_resume_works_after_a_kill_at_any_point_of_a_checkpoint_save(tmp_path, monkeypatch, kill_point):
     config = small_config(tmp_path, steps=60)
     trainer = Trainer(config, progress=False)
     trainer.log.log(trainer.iterate())
     trainer.save()
+    trainer.log.log(trainer.iterate())
+    kill_at(monkeypatch, kill_point)
+    with pytest.raises(Killed):
+        trainer.save()
+    monkeypatch.undo()
     out = Path(config.out)
-    (out / "checkpoint").rename(out / "checkpoint.old")  # as if the crash came after the first rename
-    resumed = Trainer.resume(out, progress=False)
-    assert resumed.iteration == 1
+    resumed = Trainer.resume(out, progress=False)  # the first checkpoint, or the second once it is in place
+    assert resumed.iteration == (2 if kill_point >= FS_OPS - 1 else 1)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
     resumed.train()
     assert (out / "checkpoint").is_dir() and not (out / "checkpoint.old").exists()
     with pytest.raises(FileNotFoundError, match="holds no checkpoint to resume from"):
         Trainer.resume(tmp_path / "nothing")
+
+
+def test_a_new_run_never_starts_over_an_old_one(tmp_path):
+    config = small_config(tmp_path, steps=30)
+    Trainer(config, progress=False).train()
+    out = Path(config.out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(ValueError, match=r"already holds a run \(checkpoint, metrics.csv, model\); resume it"):
+        Trainer(config, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing was touched
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file; expected a directory"):
+        Trainer(small_config(tmp_path, out=str(tmp_path / "file")), progress=False)
 
 
 def test_a_negative_kl_warns(tmp_path, monkeypatch):
@@ -415,3 +435,8 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="device is 'cuda' but torch sees no CUDA device"):
         small_config(tmp_path, device="cuda")
+
+
+def test_rows_longer_than_the_model_s_positions_are_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match=r"rows hold up to 308 tokens .* has 256 positions"):
+        Trainer(small_config(tmp_path, env_kwargs={"max_new_tokens": 300}), progress=False)

@@ -36,7 +36,8 @@ def random_actions(rng: np.random.Generator, n: int, eos: int, vocab: int) -> np
 def test_make_vec_returns_the_batched_env():
     envs = gym.make_vec(ENV_ID, num_envs=3)
     assert isinstance(envs, TextGenerationVectorEnv) and envs.num_envs == 3
-    assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    assert envs.metadata["autoreset_mode"] == envs.autoreset_mode == AutoresetMode.NEXT_STEP  # TorchRL reads the attribute
+    assert gym.make_vec("textgym/Arithmetic-v0", num_envs=2).autoreset_mode == AutoresetMode.NEXT_STEP  # wrapped too
     obs, _ = envs.reset(seed=0)
     assert envs.observation_space.contains(obs)
     assert envs.action_masks().shape == (3, len(envs.unwrapped.tokenizer))

@@ -195,6 +195,12 @@ def test_reference_logprob_with_kv_cache_equals_a_full_forward(tokenizer, refere
     assert ended >= 2 * n  # the cache survived several resets per env
 
 
+def test_reference_logprob_refuses_rows_longer_than_its_positions(tokenizer, reference_model):
+    env = TextGenerationEnv(tokenizer=tokenizer, prompts=["Film review:"], max_new_tokens=250)
+    with pytest.raises(ValueError, match=r"rows hold up to 314 tokens .* has 256 positions"):
+        TokenRewardWrapper(env, ReferenceLogProb(reference_model))
+
+
 # --- single and vector adapters agree -----------------------------------------------------------
 
 COMPONENT_SETS = {

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,11 @@ class TrainConfig:
         def fail(name: str, expected: str) -> None:
             raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
 
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type.startswith("float") and value is not None and not math.isfinite(value):
+                fail(f.name, "a finite number")
+
         choices = {"algo": ALGOS, "kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES,
                    "reward_mode": REWARD_MODES}
         for name, allowed in choices.items():
@@ -98,10 +104,15 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 fail(name, "> 0")
         for name in ("steps", "num_envs", "epochs", "minibatch_size", "lora_rank", "kl_horizon",
-                     "checkpoint_every"):
+                     "checkpoint_every", "sample_prompts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(name, "a positive int")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            fail("seed", "an int >= 0")
+        for name in ("vf_coef", "ent_coef"):
+            if getattr(self, name) < 0:
+                fail(name, ">= 0")
         if self.device not in (None, "cpu", "cuda"):
             fail("device", "None (CUDA when present), 'cpu' or 'cuda' (with several GPUs, launch one process per GPU)")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -135,18 +146,49 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
-        """Build from a mapping (a YAML file, a checkpoint); unknown keys are an error naming them."""
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(names))
+        """Build from a mapping (a YAML file, a checkpoint); unknown keys are an error naming them,
+        and each value is converted to its field's type (YAML reads ``1e-3`` as a string)."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(kinds))
         if unknown:
-            raise ValueError(f"{where} has unknown fields {unknown}; valid fields are {names}")
-        return cls(**values)
+            raise ValueError(f"{where} has unknown fields {unknown}; valid fields are {list(kinds)}")
+        return cls(**{name: _converted(name, kinds[name], value, where) for name, value in values.items()})
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        import yaml
+        return cls.from_dict({**read_yaml(path), **overrides}, where=str(path))
 
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of TrainConfig fields, got {type(values).__name__}")
-        return cls.from_dict({**values, **overrides}, where=str(path))
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping of TrainConfig fields in the YAML file ``path``, or an error naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}; "
+                         "expected a YAML file of TrainConfig fields")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of TrainConfig fields, got {type(values).__name__}")
+    return values
+
+
+def _converted(name: str, kind: str, value: Any, where: str) -> Any:
+    """``value`` as the type ``kind`` (a field's annotation) names, or an error naming the field."""
+    if value is None and kind.endswith("| None"):
+        return None
+    base = kind.split(" |")[0]
+    expected = {"int": int, "float": float, "bool": bool, "str": str}.get(base)
+    if expected is None or isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value  # dicts are checked by __post_init__
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and expected in (int, float):
+        try:
+            return expected(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{where}: field {name} must be {kind}, got {type(value).__name__} {value!r}")

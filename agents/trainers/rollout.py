@@ -33,7 +33,7 @@ from transformers.generation.logits_process import (
 )
 
 from agents.trainers.policy import autocast
-from textgym.models.cache import positions, preallocated_cache
+from textgym.models.cache import cache_of, cached, positions, preallocated_cache
 from textgym.models.sampling import sample_categorical
 from textgym.tasks import TASKS
 
@@ -156,7 +156,7 @@ class Rollout:
         mask = prompt_mask
         with autocast(device):
             out = lm(input_ids=prompt_ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
-                     past_key_values=preallocated_cache(mask.shape[1] + self.max_new_tokens), logits_to_keep=1)
+                     **cached(preallocated_cache(mask.shape[1] + self.max_new_tokens)), logits_to_keep=1)
         steps = 0
         for t in range(self.max_new_tokens):
             token = self._sample(out.logits[:, -1], generator)
@@ -173,7 +173,7 @@ class Rollout:
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
             with autocast(device):
                 out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                         past_key_values=out.past_key_values, use_cache=True)
+                         **cached(cache_of(out)), use_cache=True)
         completion_mask = torch.from_numpy(taken[:, :steps]).to(device)
         tokens = torch.where(completion_mask, tokens[:, :steps], self.pad_id)
         return Batch(

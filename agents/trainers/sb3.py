@@ -30,6 +30,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents.policies import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy, save
+from agents.trainers.checkpoint import check_new_run
 from agents.trainers.config import TrainConfig
 from agents.trainers.metrics import MetricsLog, plot_learning_curve
 from agents.trainers.rollout import env_arguments
@@ -84,6 +85,7 @@ def train_sb3(config: TrainConfig, progress: bool = True) -> Path:
 
     algo, policy = (PPO, LLMActorCriticPolicy) if config.algo == "sb3-ppo" else (MaskablePPO,
                                                                                    MaskableLLMActorCriticPolicy)
+    check_new_run(config.out)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     env_kwargs = env_arguments(config.env_id, config.env_kwargs, reward_mode=config.reward_mode)

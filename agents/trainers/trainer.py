@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.trainers.checkpoint import last_checkpoint, load_checkpoint, read_state, save_checkpoint
+from agents.trainers.checkpoint import check_new_run, last_checkpoint, load_checkpoint, read_state, save_checkpoint
 from agents.trainers.config import TrainConfig
 from agents.trainers.core import kl_estimate, masked_mean
 from agents.trainers.grpo import GRPO
@@ -50,6 +50,7 @@ from agents.trainers.ppo import PPO
 from agents.trainers.rloo import RLOO
 from agents.trainers.rollout import Rollout, Sampling, evaluate, make_envs
 from textgym.models import load_tokenizer, save_pretrained_atomically
+from textgym.models.cache import check_positions
 
 ALGORITHMS = {"ppo": PPO, "grpo": GRPO, "rloo": RLOO}
 
@@ -67,6 +68,8 @@ class Trainer:
         if config.algo not in ALGORITHMS:
             raise ValueError(f"Trainer runs {sorted(ALGORITHMS)}; {config.algo!r} runs through stable-baselines3 "
                              "(agents.trainers.sb3.train_sb3)")
+        if checkpoint is None:
+            check_new_run(config.out)
         self.config = c = config
         self.out = Path(c.out)
         self.accelerator = Accelerator(cpu=c.device == "cpu")
@@ -82,6 +85,7 @@ class Trainer:
         if policy.vocab != len(self.envs.unwrapped.tokenizer):
             raise ValueError(f"model {c.model!r} has a {policy.vocab}-token vocabulary but {c.env_id} acts over "
                              f"Discrete({len(self.envs.unwrapped.tokenizer)}); pass the env's tokenizer's model")
+        check_positions(policy.lm, self.envs.unwrapped.mdp.length)
         self.reference = Reference(policy) if c.uses_reference else None
         self.steps = self.iteration = 0  # the linear lr schedule reads self.steps
         # The fused kernel (one op for all parameters, CPU or CUDA) is HF Trainer's default too.

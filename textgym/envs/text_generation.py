@@ -93,7 +93,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         return observation, info["score"], terminated, truncated, info
 
     def _observation(self) -> ObsType:
-        return {"input_ids": self._ids.copy(), "attention_mask": self.mdp.mask_rows[self._prompt_len + self._steps].copy()}
+        return {"input_ids": self._ids.copy(), "attention_mask": self.mdp.attention_mask(self._prompt_len + self._steps)}
 
     def _completion_ids(self) -> np.ndarray:
         return self._ids[self.mdp.length - self._steps :]

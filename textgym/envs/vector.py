@@ -63,6 +63,7 @@ class TextGenerationVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         check_render_mode(render_mode, self.metadata["render_modes"])
         self.metadata = {**self.metadata, "autoreset_mode": _autoreset_mode(autoreset_mode)}
+        self.autoreset_mode = self.metadata["autoreset_mode"]  # as gymnasium's own vector envs carry it
         self.mdp = TextMDP(TextGenerationConfig.from_kwargs(type(self).__name__, kwargs))
         self.tokenizer = self.mdp.tokenizer
         self.num_envs = int(num_envs)
@@ -224,10 +225,10 @@ class TextGenerationVectorEnv(VectorEnv):
         return self._buffer[i, end - steps : end]
 
     def _observation(self) -> ObsType:
-        return {"input_ids": self._window().copy(), "attention_mask": self.mdp.mask_rows[self._lengths]}
+        return {"input_ids": self._window().copy(), "attention_mask": self.mdp.attention_mask(self._lengths)}
 
     def _env_observation(self, i: int) -> ObsType:
-        return {"input_ids": self._window()[i].copy(), "attention_mask": self.mdp.mask_rows[self._lengths[i]].copy()}
+        return {"input_ids": self._window()[i].copy(), "attention_mask": self.mdp.attention_mask(self._lengths[i])}
 
     # --- masks and rendering ----------------------------------------------------------------------
 

@@ -134,13 +134,48 @@ def load_sequence_classifier(
     )
 
 
+def _siblings(out: Path) -> tuple[Path, Path]:
+    return out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+
+
+def recover_directory(out: str | Path) -> None:
+    """Finish or undo an ``atomic_directory`` swap that a kill interrupted.
+
+    A kill between the swap's two renames leaves only ``out.old`` (the previous version): it is
+    renamed back. A kill after them leaves a stale ``out.old`` beside the new ``out``: it is
+    removed. A half-written ``out.tmp`` is always removed.
+    """
+    out = Path(out)
+    tmp, old = _siblings(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old.is_dir() and not out.exists():
+        old.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(out: str | Path) -> Iterator[Path]:
-    """Yield a sibling temp dir to fill; on success it is swapped in for ``out``, so a crash (or an
-    exception inside the block) never leaves ``out`` half-written or loses the previous one."""
+    """Yield a sibling temp dir to fill; on success it is swapped in for ``out``.
+
+    A crash or a kill at any point (or an exception inside the block) leaves either the previous
+    ``out`` or the new one, never a half-written one: the swap is two renames (``out`` to
+    ``out.old``, then the temp dir to ``out``), and ``recover_directory``, run first, repairs a
+    swap that a kill interrupted.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> out = Path(tempfile.mkdtemp()) / "model"
+        >>> with atomic_directory(out) as tmp:
+        ...     _ = (tmp / "weights").write_text("v1")
+        >>> (out / "weights").read_text()
+        'v1'
+    """
     out = Path(out)
-    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cannot save into {str(out)!r}: it is a file; expected a directory path")
+    recover_directory(out)
+    tmp, old = _siblings(out)
     tmp.mkdir(parents=True)
     yield tmp
     if out.exists():

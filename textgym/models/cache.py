@@ -24,20 +24,36 @@ Example:
     >>> logits, hidden = cache.advance(torch.tensor([40, 41]))  # one new token per row
     >>> logits.shape, hidden.shape
     (torch.Size([2, 2121]), torch.Size([2, 192]))
-    >>> out = model(input_ids=ids, attention_mask=mask, past_key_values=preallocated_cache(6), use_cache=True)
+    >>> out = model(input_ids=ids, attention_mask=mask, **cached(preallocated_cache(6)), use_cache=True)
     >>> out = model(input_ids=torch.tensor([[40], [41]]), attention_mask=torch.ones(2, 5, dtype=torch.long),
-    ...             past_key_values=out.past_key_values, use_cache=True)
-    >>> out.past_key_values.get_seq_length()
+    ...             **cached(cache_of(out)), use_cache=True)
+    >>> cache_of(out).get_seq_length()
     5
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from transformers import Cache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+# transformers 5.2x renamed the forward's ``past_key_values`` argument and output field to
+# ``cache`` (the old name warns, and goes in 5.40); older versions know only the old name.
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def cached(kv: Cache | None) -> dict[str, Any]:
+    """The keyword argument that hands the KV cache ``kv`` to a model's forward."""
+    return {CACHE: kv}
+
+
+def cache_of(out: Any) -> Cache:
+    """The KV cache a model's forward returned."""
+    return getattr(out, CACHE)
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -77,10 +93,22 @@ def preallocated_cache(capacity: int) -> Cache:
     return Cache(layer_class_to_replicate=partial(PreallocatedLayer, capacity))
 
 
+def check_positions(model: PreTrainedModel, length: int) -> None:
+    """Refuse rows of ``length`` tokens that ``model`` has no position embeddings for (they would
+    fail mid-run with an IndexError)."""
+    config = model.config
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if limit is not None and length > limit:
+        raise ValueError(f"the env's rows hold up to {length} tokens (max_prompt_tokens + max_new_tokens) but "
+                         f"model {config.name_or_path or config.model_type!r} has {limit} positions; "
+                         f"lower max_new_tokens or max_prompt_tokens so that they sum to at most {limit}")
+
+
 class RowCache:
     """The KV of the last ``length`` columns of ``num_rows`` rows, and their latest outputs."""
 
     def __init__(self, model: PreTrainedModel, num_rows: int, length: int, pad_id: int):
+        check_positions(model, length)
         self.model, self.num_rows, self.length, self.pad_id = model, num_rows, length, pad_id
         self.device = model.device
         self.kv = None
@@ -88,9 +116,9 @@ class RowCache:
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, kv=None):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=kv,
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, **cached(kv),
                              use_cache=True, output_hidden_states=True)
-        return out.logits[:, -1].float(), out.hidden_states[-1][:, -1].float(), out.past_key_values
+        return out.logits[:, -1].float(), out.hidden_states[-1][:, -1].float(), cache_of(out)
 
     @torch.no_grad()
     def restart(self, rows: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,12 @@ def load_pairs(source: Sequence[Pair] | Sequence[dict] | str | Path) -> list[Pai
             if missing:
                 raise ValueError(f"preference {i} lacks {sorted(missing)}; expected prompt, chosen and rejected")
             item = (item["prompt"], item["chosen"], item["rejected"])
-        if len(item) != 3 or not all(isinstance(x, str) for x in item):
+        if not isinstance(item, (tuple, list)) or len(item) != 3 or not all(isinstance(x, str) for x in item):
             raise ValueError(f"preference {i} must be (prompt, chosen, rejected) strings, got {item!r}")
+        if not (item[1].strip() and item[2].strip()):
+            raise ValueError(f"preference {i} has an empty answer: {item!r}; chosen and rejected need text")
+        if item[1] == item[2]:
+            warnings.warn(f"preference {i} has chosen == rejected ({item[1]!r}): it teaches nothing", stacklevel=2)
         pairs.append(tuple(item))
     if not pairs:
         raise ValueError("the preference set is empty; expected at least one (prompt, chosen, rejected)")

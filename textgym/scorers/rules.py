@@ -23,6 +23,9 @@ from textgym.scorers.base import SequenceScorer
 
 WORD = re.compile(r"[A-Za-z]+")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+# Porter stemming is slow and completions reuse a small vocabulary: stem each word once. The cache
+# lives at module level so that scorers (and the envs that hold them) pickle.
+stem = functools.lru_cache(maxsize=1 << 16)(PorterStemmer().stem)
 
 
 class KeywordCoverage(SequenceScorer):
@@ -36,15 +39,15 @@ class KeywordCoverage(SequenceScorer):
     name = "keywords"
 
     def __init__(self, keywords: Sequence[str] | None = None):
-        # Porter stemming is slow and completions reuse a small vocabulary: stem each word once.
-        self.stem = functools.lru_cache(maxsize=1 << 16)(PorterStemmer().stem)
+        if isinstance(keywords, str) or keywords is not None and not all(isinstance(k, str) for k in keywords):
+            raise TypeError(f"keywords must be a list of words (or None: each episode's references), got {keywords!r}")
         self.keywords = None if keywords is None else self.stems(" ".join(keywords))
         if self.keywords is not None and not self.keywords:
             raise ValueError(f"keywords must hold at least one word, got {keywords!r}")
         self.needs_references = keywords is None
 
     def stems(self, text: str) -> set[str]:
-        return {self.stem(word.lower()) for word in WORD.findall(text)}
+        return {stem(word.lower()) for word in WORD.findall(text)}
 
     def score(self, prompts, completions, references):
         required = [self.keywords] * len(completions) if references is None else [

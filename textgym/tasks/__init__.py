@@ -39,7 +39,7 @@ from typing import Any
 from gymnasium.vector import AutoresetMode
 
 from textgym.envs import TextGenerationEnv, TextGenerationVectorEnv
-from textgym.envs.core import Scorer
+from textgym.envs.core import Scorer, unexpected_arguments
 from textgym.rewards import PREFERENCE_MODEL, RewardModelScore
 from textgym.scorers import AnswerDigits, KeywordCoverage, NumericMatch, Repetition, VaderSentiment, rouge, weighted
 from textgym.tasks import data
@@ -91,7 +91,7 @@ def _task_setup(task: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list
     valid = ["split", "reward_mode", *OVERRIDABLE]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise TypeError(f"{spec.env_id} got unknown arguments {unknown}; valid arguments are {valid}")
+        raise unexpected_arguments(spec.env_id, unknown, valid)
     split, reward_mode = kwargs.pop("split", "train"), kwargs.pop("reward_mode", "sparse")
     if reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {list(REWARD_MODES)}, got {reward_mode!r}")

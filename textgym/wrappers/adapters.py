@@ -102,7 +102,7 @@ class VectorTokenRewardWrapper(VectorWrapper):
     def __init__(self, env: gym.vector.VectorEnv, *components: TokenReward):
         super().__init__(env)
         self.components = _bind(env, components, env.num_envs)
-        self.mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        self.autoreset_mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         n = env.num_envs
         self._prompts, self._references = [""] * n, [None] * n
         self._steps = np.zeros(n, np.int64)
@@ -149,9 +149,9 @@ class VectorTokenRewardWrapper(VectorWrapper):
         restarting = np.flatnonzero(self._restart)
         if len(restarting):
             self._start(restarting, obs, info)
-        if self.mode == AutoresetMode.SAME_STEP and done.any():
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
             self._start(np.flatnonzero(done), obs, info)
-        self._restart = done if self.mode == AutoresetMode.NEXT_STEP else np.zeros(self.num_envs, bool)
+        self._restart = done if self.autoreset_mode == AutoresetMode.NEXT_STEP else np.zeros(self.num_envs, bool)
         return obs, rewards, terminated, truncated, info
 
     def _report(self, info: dict[str, Any], parts: dict[str, np.ndarray], done: np.ndarray) -> dict[str, Any]:
@@ -163,10 +163,10 @@ class VectorTokenRewardWrapper(VectorWrapper):
 
         info = dict(info)
         stepped = ~self._restart
-        top = stepped & ~done if self.mode == AutoresetMode.SAME_STEP else stepped
+        top = stepped & ~done if self.autoreset_mode == AutoresetMode.SAME_STEP else stepped
         if top.any():
             info["reward_components"], info["_reward_components"] = entry(top), top
-        if self.mode == AutoresetMode.SAME_STEP and done.any():
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
             info["final_info"] = {**info["final_info"], "reward_components": entry(done), "_reward_components": done}
         return info
 
@@ -174,7 +174,7 @@ class VectorTokenRewardWrapper(VectorWrapper):
         """The stepped envs' rows after their token; under SAME_STEP a finished env's row is its
         ``final_obs``, since ``obs`` already shows the next episode."""
         rows = {key: obs[key][stepped].copy() for key in ("input_ids", "attention_mask")}
-        if self.mode == AutoresetMode.SAME_STEP:
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
             for j, i in enumerate(stepped):
                 if done[i]:
                     for key in rows:
