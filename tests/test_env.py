@@ -290,9 +290,9 @@ def test_max_new_tokens_must_be_a_positive_int(tokenizer, value, error):
 
 
 def test_unknown_arguments_list_the_valid_ones():
-    with pytest.raises(TypeError, match=r"TextGenerationEnv got unknown arguments \['max_new_token'\]; valid.*'max_new_tokens'"):
+    with pytest.raises(TypeError, match=r"TextGenerationEnv got an unexpected keyword argument 'max_new_token'; valid.*'max_new_tokens'"):
         gym.make("textgym/TextGeneration-v0", max_new_token=5)
-    with pytest.raises(TypeError, match=r"TextGenerationVectorEnv got unknown arguments \['promts'\]"):
+    with pytest.raises(TypeError, match=r"TextGenerationVectorEnv got an unexpected keyword argument 'promts'"):
         gym.make_vec("textgym/TextGeneration-v0", num_envs=2, promts=["hi"])
 
 
@@ -378,6 +378,66 @@ def test_prompts_from_txt_jsonl_csv_and_datasets(tokenizer, tmp_path):
         assert make_env(tokenizer, prompts=source).mdp.prompts == PROMPTS, source
 
 
+CHAT = [{"role": "system", "content": "You are a helpful shop assistant."},
+        {"role": "user", "content": "Hello. My new lamp stopped working."}]
+
+
+def test_conversation_prompts_are_rendered_with_the_chat_template(tokenizer, tmp_path):
+    import datasets
+
+    rendered = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+    assert rendered.endswith("<|end|><|assistant|>")
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"prompt": CHAT}) + "\n" + json.dumps({"prompt": "7 + 8 ="}))
+    sources = [[CHAT, "7 + 8 ="], tmp_path / "chat.jsonl", datasets.Dataset.from_dict({"messages": [CHAT]})]
+    for source in sources:
+        env = make_env(tokenizer, prompts=source)
+        assert env.mdp.prompts[0] == rendered, source
+    # The prompt's ids are the template's ids: role markers are single special tokens, not text.
+    expected = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True)["input_ids"]
+    obs, info = env.reset(seed=0)
+    assert obs["input_ids"][-len(expected):].tolist() == expected and info["prompt"] == rendered
+    obs, info = env.reset(options={"prompt": CHAT[1:]})
+    assert info["prompt"] == "<|user|>Hello. My new lamp stopped working.<|end|><|assistant|>"
+
+
+@pytest.mark.parametrize("messages, match", [
+    ([{"role": "robot", "content": "hi"}], "unknown role 'robot'"),
+    ([{"role": "user"}], "has no text content"),
+    ([{"role": "user", "content": None}], "has no text content"),
+    ([], "non-empty list of messages"),
+    (["hi"], "must be a dict with 'role' and 'content'"),
+])
+def test_bad_conversations_name_the_message(tokenizer, messages, match):
+    with pytest.raises(ValueError, match=match):
+        make_env(tokenizer, prompts=[messages])
+
+
+def test_conversations_need_a_chat_template(tokenizer):
+    plain = load_tokenizer("tiny")
+    plain.chat_template = None
+    with pytest.raises(ValueError, match="has no chat template"):
+        make_env(plain, prompts=[CHAT])
+
+
+def test_prompt_files_from_excel_and_windows_read_cleanly(tokenizer, tmp_path):
+    (tmp_path / "p.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(PROMPTS).encode() + b"\r\n")
+    (tmp_path / "p.csv").write_bytes(b'\xef\xbb\xbfprompt,id\r\n"Film review: I watched this movie.",0\r\n7 + 8 =,1\r\n')
+    (tmp_path / "p.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(json.dumps({"prompt": p}).encode() for p in PROMPTS))
+    for name in ("p.txt", "p.csv", "p.jsonl"):
+        assert make_env(tokenizer, prompts=tmp_path / name).mdp.prompts == PROMPTS, name
+
+
+def test_bad_prompt_files_name_the_file_and_line(tokenizer, tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "ok"}\n\n{"prompt": \n')
+    with pytest.raises(ValueError, match=r"p.jsonl:3: not valid JSON"):
+        make_env(tokenizer, prompts=tmp_path / "p.jsonl")
+    (tmp_path / "p.txt").write_bytes(b"fine\nbad \xff byte\n")
+    with pytest.raises(ValueError, match=r"p.txt:2: not UTF-8"):
+        make_env(tokenizer, prompts=tmp_path / "p.txt")
+    with pytest.raises(TypeError, match="every prompt must be a str or a list of messages, got NoneType at 1"):
+        make_env(tokenizer, prompts=["ok", None])
+
+
 def test_bad_prompt_sources(tokenizer, tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps({"question": "hi"}))
     with pytest.raises(ValueError, match="columns \\['question'\\]; expected a column named one of"):
@@ -387,7 +447,66 @@ def test_bad_prompt_sources(tokenizer, tmp_path):
         make_env(tokenizer, prompts=tmp_path / "p.parquet")
     with pytest.raises(ValueError, match="does not exist"):
         make_env(tokenizer, prompts=tmp_path / "missing.txt")
-    with pytest.raises(TypeError, match="every prompt must be a str"):
+    with pytest.raises(TypeError, match="every prompt must be a str or a list of messages"):
         make_env(tokenizer, prompts=["ok", 3])
     with pytest.raises(TypeError, match="prompts must be a list of strings"):
         make_env(tokenizer, prompts=42)
+
+
+def test_a_long_env_stays_small(tokenizer):
+    """Nothing in an env grows with the square of its length: 8,192 new tokens fit in < 50 MB."""
+    import tracemalloc
+
+    tracemalloc.start()
+    env = make_env(tokenizer, max_new_tokens=8192)
+    obs, info = env.reset(seed=0)
+    for token in (5, 6, 7):
+        obs, *_ = env.step(token)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50e6, f"{peak / 1e6:.0f} MB"
+    real = len(tokenizer(info["prompt"])["input_ids"]) + 3
+    assert obs["attention_mask"].tolist() == [0] * (len(obs["attention_mask"]) - real) + [1] * real
+
+
+def test_silent_coercions_are_errors(tokenizer):
+    from textgym.scorers import KeywordCoverage
+
+    with pytest.raises(TypeError, match="keywords must be a list of words"):
+        KeywordCoverage(keywords="cat")
+    with pytest.raises(TypeError, match="stop_on_eos must be True or False, got 'no'"):
+        make_env(tokenizer, stop_on_eos="no")
+    with pytest.raises(TypeError, match="disallowed_token_ids must be a list of token ids, got 5"):
+        make_env(tokenizer, disallowed_token_ids=5)
+    for bad in (["0.5"], [[0.5]]):
+        env = make_env(tokenizer, scorer=lambda prompts, completions, bad=bad: bad, max_new_tokens=1)
+        env.reset(seed=0)
+        with pytest.raises(TypeError, match="must return a flat sequence of floats"):
+            env.step(5)
+
+
+def test_special_token_strings_in_a_prompt_are_text(tokenizer):
+    env = make_env(tokenizer, prompts=["Say <|endoftext|> and <|pad|>"])
+    obs, _ = env.reset(seed=0)
+    real = obs["input_ids"][obs["attention_mask"] == 1]
+    assert tokenizer.eos_token_id not in real and tokenizer.pad_token_id not in real
+    assert tokenizer.decode(real) == "Say <|endoftext|> and <|pad|>"
+
+
+@pytest.mark.parametrize("env_id", TEXTGYM_IDS)
+def test_every_registered_env_pickles_mid_episode_and_continues_identically(env_id):
+    import pickle
+
+    import cloudpickle
+
+    env = gym.make(env_id)
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    actions = [int(a) for a in rng.choice(np.flatnonzero(env.unwrapped.action_masks()), size=6)]
+    env.step(actions[0])
+    for dumps, loads in ((pickle.dumps, pickle.loads), (cloudpickle.dumps, cloudpickle.loads)):
+        copy = loads(dumps(env))
+        for action in actions[1:]:
+            assert_tree_equal(copy.step(action), env.step(action), env_id)
+        env.reset(seed=3)
+        env.step(actions[0])

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from textgym.data import prompt_file
 from textgym.envs.decoding import CompletionDecoder
-from textgym.envs.prompts import PromptSource, load_prompts
+from textgym.envs.prompts import Message, PromptSource, chat_ids, check_messages, load_prompts, render_chat
 from textgym.models import load_tokenizer
 
 Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
@@ -31,14 +31,24 @@ def scorer_name(scorer: Callable) -> str:
 def validated_scores(name: str, scores: Any, count: int) -> np.ndarray:
     """``scores`` as a float array, or an error naming the scorer: wrong count, NaN/inf, not numbers."""
     try:
-        values = np.asarray(scores, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"scorer {name} must return a sequence of floats: {error}") from error
+        raw = np.asarray(scores)
+    except ValueError as error:  # ragged nesting
+        raise TypeError(f"scorer {name} must return a flat sequence of floats, got {scores!r}") from error
+    if raw.dtype.kind not in "biuf" or raw.ndim != 1:
+        raise TypeError(f"scorer {name} must return a flat sequence of floats, got {scores!r}")
+    values = raw.astype(np.float64)
     if len(values) != count:
         raise ValueError(f"scorer {name} returned {len(values)} scores for {count} completions")
     if not np.isfinite(values).all():
         raise ValueError(f"scorer {name} returned a non-finite score: {values.tolist()}")
     return values
+
+
+def unexpected_arguments(owner: str, unknown: Sequence[str], valid: Sequence[str]) -> TypeError:
+    """Python's own wording (clients such as TorchRL match on it), plus the valid names."""
+    what = f"an unexpected keyword argument {unknown[0]!r}" if len(unknown) == 1 else (
+        f"unexpected keyword arguments {list(unknown)}")
+    return TypeError(f"{owner} got {what}; valid arguments are {list(valid)}")
 
 
 class RenderModeError(ValueError, TypeError):
@@ -75,8 +85,9 @@ class TextGenerationConfig:
 
     Attributes:
         tokenizer: ``"tiny"``, an HF hub id, a local path, or a ``PreTrainedTokenizerBase``.
-        prompts: a list of strings, a ``.txt`` / ``.jsonl`` / ``.csv`` path, or a ``datasets.Dataset``;
-            by default the shipped ``text_generation`` prompt set.
+        prompts: a list of strings or of conversations (lists of ``{"role", "content"}`` messages,
+            rendered with the tokenizer's chat template), a ``.txt`` / ``.jsonl`` / ``.csv`` path, or a
+            ``datasets.Dataset``; by default the shipped ``text_generation`` prompt set.
         scorer: optional batched ``(prompts, completions) -> scores``; the episode's final reward.
         max_prompt_tokens: longer prompts keep their last tokens.
         max_new_tokens: the episode is truncated after this many actions.
@@ -102,7 +113,7 @@ class TextGenerationConfig:
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(kwargs) - set(names))
         if unknown:
-            raise TypeError(f"{owner} got unknown arguments {unknown}; valid arguments are {names}")
+            raise unexpected_arguments(owner, unknown, names)
         return cls(**kwargs)
 
 
@@ -124,6 +135,8 @@ class TextMDP:
             raise TypeError(f"scorer must be callable (prompts, completions) -> scores, got {scorer!r}")
         self.tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else load_tokenizer(tokenizer)
         self.scorer = scorer
+        if not isinstance(config.stop_on_eos, (bool, np.bool_)):
+            raise TypeError(f"stop_on_eos must be True or False, got {config.stop_on_eos!r}")
         self.stop_on_eos = bool(config.stop_on_eos)
         self.vocab_size = len(self.tokenizer)
         self.eos_id = self.tokenizer.eos_token_id
@@ -133,14 +146,15 @@ class TextMDP:
         self.length = self.max_prompt_tokens + self.max_new_tokens
         self.decode = CompletionDecoder(self.tokenizer)
 
-        self.prompts = load_prompts(config.prompts)
+        sources = load_prompts(config.prompts)
+        self.prompts = [p if isinstance(p, str) else render_chat(self.tokenizer, p) for p in sources]
         self.references = None if config.references is None else list(config.references)
         if self.references is not None and len(self.references) != len(self.prompts):
             raise ValueError(f"got {len(self.references)} references for {len(self.prompts)} prompts; "
                              "expected one (a string or a list of strings) per prompt")
         if getattr(scorer, "needs_references", False) and self.references is None:
             raise ValueError(f"scorer {scorer_name(scorer)} compares against references; pass references=[...]")
-        encoded = [self.encode(p) for p in self.prompts]
+        encoded = [self.encode(p) for p in sources]
         self.prompt_ids = [ids for ids, _ in encoded]
         self.prompt_truncated = [cut for _, cut in encoded]
 
@@ -152,11 +166,17 @@ class TextMDP:
         )
         self.action_space = spaces.Discrete(self.vocab_size)
         self.action_mask = self._action_mask(config.disallowed_token_ids)
-        # mask_rows[n] is the attention mask of a row holding n real tokens.
-        self.mask_rows = np.tril(np.ones((self.length + 1, self.length), np.int64), -1)[:, ::-1].copy()
+        self.columns = np.arange(self.length)
         self.pad_row = np.full(self.length, self.pad_id, np.int64)
 
+    def attention_mask(self, lengths: np.ndarray | int) -> np.ndarray:
+        """The attention mask of rows holding ``lengths`` real tokens (right-aligned): one row per
+        length. Computed, not looked up: a table of every length grows with the square of ``L``."""
+        return (self.columns >= self.length - np.asarray(lengths)[..., None]).astype(np.int64)
+
     def _action_mask(self, disallowed: Sequence[int]) -> np.ndarray:
+        if isinstance(disallowed, (str, bytes)) or not isinstance(disallowed, (Sequence, np.ndarray, set, frozenset)):
+            raise TypeError(f"disallowed_token_ids must be a list of token ids, got {disallowed!r}")
         mask = np.ones(self.vocab_size, bool)
         bad = [t for t in disallowed if not (isinstance(t, (int, np.integer)) and 0 <= t < self.vocab_size)]
         if bad:
@@ -170,11 +190,18 @@ class TextMDP:
 
     # --- prompts --------------------------------------------------------------------------------
 
-    def encode(self, prompt: str) -> tuple[np.ndarray, bool]:
-        """Token ids of ``prompt`` (its last ``max_prompt_tokens``) and whether it was truncated."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"a prompt must be a str, got {type(prompt).__name__}: {prompt!r}")
-        ids = self.tokenizer(prompt)["input_ids"]
+    def encode(self, prompt: str | list[Message]) -> tuple[np.ndarray, bool]:
+        """Token ids of ``prompt`` (its last ``max_prompt_tokens``) and whether it was truncated.
+
+        A string's special-token strings (``"<|endoftext|>"`` typed by a user) are text, not EOS;
+        a conversation's role markers come from the chat template, as special tokens.
+        """
+        if isinstance(prompt, list):
+            ids = chat_ids(self.tokenizer, prompt)
+        elif isinstance(prompt, str):
+            ids = self.tokenizer(prompt, split_special_tokens=True)["input_ids"]
+        else:
+            raise TypeError(f"a prompt must be a str or a list of messages, got {type(prompt).__name__}: {prompt!r}")
         if not ids:
             raise ValueError(f"prompt {prompt!r} encodes to no tokens; expected at least one token")
         truncated = len(ids) > self.max_prompt_tokens
@@ -199,8 +226,12 @@ class TextMDP:
             raise ValueError("reset options give 'references' without the 'prompt' they belong to")
         if self.references is not None and "references" not in options:
             raise ValueError("this env's prompts have references; pass options={'prompt': ..., 'references': ...}")
-        ids, truncated = self.encode(options["prompt"])
-        return Prompt(options["prompt"], ids, truncated, options.get("references"))
+        prompt = options["prompt"]
+        if isinstance(prompt, list):
+            prompt = check_messages(prompt)
+        ids, truncated = self.encode(prompt)
+        text = prompt if isinstance(prompt, str) else render_chat(self.tokenizer, prompt)
+        return Prompt(text, ids, truncated, options.get("references"))
 
     def reset_columns(self, prompts: list[Prompt]) -> dict[str, list]:
         """Reset-info columns of new episodes; ``"references"`` only when the prompts have them."""
