@@ -314,6 +314,19 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
     assert json.loads((Path(config.out) / "checkpoint" / "state.json").read_text())["iteration"] == 1
 
 
+def test_divergence_names_the_quantity_and_mentions_only_a_checkpoint_that_exists(tmp_path, monkeypatch):
+    trainer = Trainer(small_config(tmp_path), progress=False)
+    real_loss = trainer.algo.loss
+
+    def value_loss_nan(*args):
+        loss, stats = real_loss(*args)
+        return loss * float("nan"), {**stats, "val/value_loss": float("nan")}
+
+    monkeypatch.setattr(trainer.algo, "loss", value_loss_nan)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan \(val/value_loss is nan\) at iteration 1.*no checkpoint was written yet"):
+        trainer.train()
+
+
 def test_a_crash_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(small_config(tmp_path), progress=False)
     trainer.log.log(trainer.iterate())

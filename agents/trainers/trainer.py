@@ -39,7 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.trainers.checkpoint import check_new_run, last_checkpoint, load_checkpoint, read_state, save_checkpoint
+from agents.trainers.checkpoint import (
+    STATE, check_new_run, last_checkpoint, load_checkpoint, read_state, save_checkpoint,
+)
 from agents.trainers.config import TrainConfig
 from agents.trainers.core import kl_estimate, masked_mean
 from agents.trainers.grpo import GRPO
@@ -186,10 +188,7 @@ class Trainer:
                 self.accelerator.backward(loss)
                 grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
                 if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                    raise TrainingDiverged(
-                        f"the {c.algo} loss is {loss.item()} (gradient norm {float(grad_norm)}) at iteration "
-                        f"{self.iteration + 1}, step {self.steps}; training stopped before the update, and the "
-                        f"last good checkpoint in {self.out / 'checkpoint'} is kept. Try a lower lr (now {c.lr}).")
+                    raise TrainingDiverged(self._divergence(loss, grad_norm, step_stats))
                 self.optimizer.step()
                 step_stats |= {"policy/entropy": masked_mean(new.entropy, completion_mask).item(),
                                "val/grad_norm": float(grad_norm)}
@@ -197,6 +196,20 @@ class Trainer:
                     stats[key].append(value)
         self.scheduler.step()
         return {key: float(np.mean(values)) for key, values in stats.items()}
+
+    def _divergence(self, loss: torch.Tensor, grad_norm: torch.Tensor, parts: dict[str, float]) -> str:
+        """Which quantity went non-finite, where, and what is left to resume from."""
+        c = self.config
+        bad = [f"{name} is {value}" for name, value in parts.items() if not np.isfinite(value)]
+        if not torch.isfinite(loss):
+            what = f"the {c.algo} loss is {loss.item()}" + (f" ({', '.join(bad)})" if bad else "")
+        else:
+            what = f"the gradient norm is {float(grad_norm)} (the {c.algo} loss is {loss.item():.4g})"
+        checkpoint = self.out / "checkpoint"
+        kept = (f"the last good checkpoint in {checkpoint} is kept" if (checkpoint / STATE).is_file()
+                else "no checkpoint was written yet")
+        return (f"{what} at iteration {self.iteration + 1}, step {self.steps}; training stopped before the update, "
+                f"and {kept}. Try a lower lr (now {c.lr}).")
 
     def _mean_over_processes(self, row: dict[str, float]) -> dict[str, float]:
         if self.world == 1:
