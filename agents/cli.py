@@ -85,11 +85,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if kind is None:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=f"(default: {default})")
+                               help=f"{f.metadata['help']} (default: {default})")
         else:
             metavar = "JSON" if kind is json_object else None
             group.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=metavar,
-                               help=f"(default: {json.dumps(default) if isinstance(default, dict) else default})")
+                               help=f"{f.metadata['help']} "
+                                    f"(default: {json.dumps(default) if isinstance(default, dict) else default})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,3 +145,16 @@ def test_list_and_the_console_script(capsys):
     assert script, "the textgym console script is not installed"
     result = subprocess.run([script, "list"], capture_output=True, text=True, check=True)
     assert result.stdout == listed
+
+
+def test_train_help_gives_every_config_field_a_line_of_help(capsys):
+    from dataclasses import fields
+
+    from agents.trainers import TrainConfig
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for f in fields(TrainConfig):
+        if f.name != "env_id":
+            flag = "--" + f.name.replace("_", "-")
+            assert f"{flag} " in text and f"{f.metadata['help']} (default:" in text, f.name

@@ -25,6 +25,13 @@ KL_ESTIMATORS = ("k1", "k3")
 LR_SCHEDULES = ("constant", "linear")
 
 
+def knob(default: Any, help: str) -> Any:
+    """A field with its one line of ``--help`` (a callable default is a factory)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """What to train, on what, and how.
@@ -33,58 +40,58 @@ class TrainConfig:
     iteration rolls out one episode in each of ``num_envs`` envs per process, then updates.
     """
 
-    env_id: str = "textgym/Sentiment-v0"
-    algo: str = "ppo"
-    model: str = "tiny"
-    steps: int = 40_000
-    out: str = "runs/textgym"
-    seed: int = 0
-    device: str | None = None  # None: CUDA when present, else CPU; "cpu" or "cuda" 
-    reward_mode: str = "immediate"  # task envs: "immediate" (potential shaping) or "sparse"
-    env_kwargs: dict[str, Any] = field(default_factory=dict)  # more gym.make_vec arguments
-    num_envs: int = 32  # episodes per iteration and process
+    env_id: str = knob("textgym/Sentiment-v0", "a registered env id (textgym list)")
+    algo: str = knob("ppo", f"one of {', '.join(ALGOS)}")
+    model: str = knob("tiny", "the policy's starting model: 'tiny', a local HF directory or a hub id")
+    steps: int = knob(40_000, "env steps (generated tokens) to train for, over all envs and processes")
+    out: str = knob("runs/textgym", "the run's output directory (never overwritten; see --resume)")
+    seed: int = knob(0, "seeds the envs, the sampling and the updates")
+    device: str | None = knob(None, "'cpu' or 'cuda'; unset: CUDA when present, else CPU")
+    reward_mode: str = knob("immediate", "task envs: 'immediate' (potential shaping) or 'sparse' (score at the end)")
+    env_kwargs: dict[str, Any] = knob(dict, "more gym.make_vec arguments, as a JSON object")
+    num_envs: int = knob(32, "episodes per iteration and process")
 
     # LoRA (peft): the reference model is then the base with adapters disabled, not a second copy.
-    lora: bool = False
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
+    lora: bool = knob(False, "train LoRA adapters instead of every weight (needs peft)")
+    lora_rank: int = knob(8, "LoRA rank r")
+    lora_alpha: float = knob(16.0, "LoRA scaling alpha")
 
     # Sampling; training log-probs use the same temperature.
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
+    temperature: float = knob(1.0, "sampling temperature, also applied to the training log-probs")
+    top_k: int = knob(0, "sample from the k likeliest tokens only; 0: off")
+    top_p: float = knob(1.0, "nucleus sampling mass; 1: off")
 
     # Optimisation.
-    lr: float = 1e-5
-    lr_schedule: str = "constant"
-    epochs: int = 4
-    minibatch_size: int = 16  # episodes per gradient step; num_envs must be a multiple of it
-    max_grad_norm: float = 1.0
+    lr: float = knob(1e-5, "AdamW learning rate")
+    lr_schedule: str = knob("constant", f"one of {', '.join(LR_SCHEDULES)}")
+    epochs: int = knob(4, "passes over each iteration's episodes")
+    minibatch_size: int = knob(16, "episodes per gradient step; num_envs must be a multiple of it")
+    max_grad_norm: float = knob(1.0, "gradient clipping norm")
 
     # PPO.
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.5
-    ent_coef: float = 0.0
-    whiten_advantages: bool = True
-    whiten_rewards: bool = False
-    normalize_values: bool = True  # the value head predicts returns scaled by their running mean and std
+    gamma: float = knob(1.0, "discount per token")
+    gae_lambda: float = knob(0.95, "GAE lambda")
+    clip_range: float = knob(0.2, "PPO's ratio clip")
+    clip_range_value: float = knob(0.2, "the value loss's clip")
+    vf_coef: float = knob(0.5, "value loss weight")
+    ent_coef: float = knob(0.0, "entropy bonus weight")
+    whiten_advantages: bool = knob(True, "normalise advantages per batch")
+    whiten_rewards: bool = knob(False, "normalise rewards per batch")
+    normalize_values: bool = knob(True, "the value head predicts returns scaled by their running mean and std")
 
     # KL to the reference (base) model: a per-token reward penalty for PPO and RLOO, a loss term
     # (k3) for GRPO. Fixed at kl_coef, or adaptive towards kl_target over kl_horizon tokens.
-    kl_coef: float = 0.05
-    kl_estimator: str = "k1"
-    kl_target: float | None = None
-    kl_horizon: int = 10_000
+    kl_coef: float = knob(0.05, "KL coefficient (the start value when kl_target is set)")
+    kl_estimator: str = knob("k1", f"KL estimator of PPO and RLOO's reward penalty: one of {', '.join(KL_ESTIMATORS)}")
+    kl_target: float | None = knob(None, "adapt kl_coef towards this KL per episode; unset: fixed")
+    kl_horizon: int = knob(10_000, "tokens over which the adaptive KL coefficient moves")
 
     # GRPO and RLOO: samples per prompt.
-    group_size: int = 4
+    group_size: int = knob(4, "GRPO and RLOO: samples per prompt")
 
     # Bookkeeping.
-    checkpoint_every: int = 10  # iterations
-    sample_prompts: int = 8  # test prompts shown before/after in samples.md
+    checkpoint_every: int = knob(10, "iterations between checkpoints")
+    sample_prompts: int = knob(8, "test prompts shown before and after training in samples.md")
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
