@@ -163,8 +163,8 @@ class _LLMActorCritic:
         return values, distribution.log_prob(actions), distribution.entropy()
 
     def _grouped_forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and values of every row, from one forward per *root*: a row that no longer row
-        of the batch extends. A minibatch holds many steps of one episode, each a prefix of the
+        """Logits and values of every row, from one forward per *root*: a row that
+        no other row of the batch extends. A minibatch holds many steps of one episode, each a prefix of the
         latest, and causal attention makes a prefix's outputs those of the longer row at the
         prefix's last position; so far fewer sequences run, forward and backward."""
         lengths = mask.sum(-1)

@@ -15,7 +15,7 @@ from agents import MaskableLLMActorCriticPolicy
 from textgym.models import load_tokenizer
 
 
-def digits_and_eos_only() -> tuple[int, ...]:
+def all_but_digits_and_eos() -> tuple[int, ...]:
     """Every token id but the digits, the space before them and EOS: what the mask forbids."""
     tokenizer = load_tokenizer("tiny")
     allowed = {tokenizer.convert_tokens_to_ids(t) for t in [*"0123456789", "Ġ"]} | {tokenizer.eos_token_id}
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> MaskablePPO:
     args = parser.parse_args(argv)
 
     envs = make_vec_env("textgym/Arithmetic-v0", n_envs=args.n_envs,
-                        env_kwargs={"reward_mode": "immediate", "disallowed_token_ids": digits_and_eos_only()})
+                        env_kwargs={"reward_mode": "immediate", "disallowed_token_ids": all_but_digits_and_eos()})
     model = MaskablePPO(MaskableLLMActorCriticPolicy, envs, n_steps=32, batch_size=64, learning_rate=1e-5,
                         policy_kwargs={"model": "tiny"}, verbose=1)
     model.learn(args.steps)

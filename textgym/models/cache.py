@@ -2,7 +2,7 @@
 
 ``preallocated_cache(capacity)``: for decoding that only appends (a rollout). transformers'
 ``DynamicCache`` concatenates every layer's keys and values at each step, copying the whole cache
-(O(T^2) over T steps: by profile 16% of a CPU rollout of the embedded model at batch 64); this
+(O(T^2) over T steps, a visible share of a CPU rollout in a profile); this
 cache writes each step into buffers allocated once and hands the model views of the filled part.
 
 ``RowCache``: a causal LM run one token at a time over N left-padded rows, with a KV cache.
