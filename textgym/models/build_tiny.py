@@ -1,4 +1,4 @@
-"""Build the embedded "tiny" model: corpus -> BPE tokenizer -> 4-layer GPT-2, trained on CPU.
+"""Build the embedded "tiny" model: corpus -> BPE tokenizer (with a chat template) -> 4-layer GPT-2, trained on CPU.
 
 The shipped weights in ``textgym/models/tiny`` were made by::
 
@@ -36,6 +36,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, g
 
 from textgym.models import save_pretrained_atomically, tiny_path
 from textgym.models.corpus import REVIEW_KINDS, iter_documents, review_opening, vocabulary_size
+from textgym.models.dialogues import CHAT_TEMPLATE, CHAT_TOKENS
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 
@@ -65,7 +66,8 @@ class BuildConfig:
 # --- tokenizer -------------------------------------------------------------------------------------
 
 def train_tokenizer(documents: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE; digits are split one by one so sums are spelled digit by digit."""
+    """Byte-level BPE with the chat template; digits are split one by one so sums are spelled digit
+    by digit, and the chat's role and end-of-turn markers are single special tokens."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
@@ -73,13 +75,14 @@ def train_tokenizer(documents: list[str], vocab_size: int) -> PreTrainedTokenize
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOS, PAD],
+        special_tokens=[EOS, PAD, *CHAT_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(documents, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS, pad_token=PAD, padding_side="left"
+        tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS, pad_token=PAD, padding_side="left",
+        additional_special_tokens=CHAT_TOKENS, chat_template=CHAT_TEMPLATE,
     )
 
 

@@ -126,7 +126,7 @@ def review_opening(rng: random.Random, kind: str) -> str:
 RUDE = ["Only an idiot would ask me that.", "Stop bothering me with this.", "Who cares, go away.",
         "That is a stupid question and you know it.", "Do your own homework."]
 FLAWS = ("cut off", "rude", "repetitive")
-FLAWED_SHARE = 0.5  # of corpus reviews; the Preference task's reward model prefers the rest
+FLAWED_SHARE = 0.58  # of corpus reviews; the Preference task's reward model prefers the rest
 
 
 def flawed(rng: random.Random, body: str, flaw: str) -> str:
@@ -155,7 +155,7 @@ def review(rng: random.Random) -> str:
     kind = rng.choice(list(REVIEW_KINDS))
     # Weighted so the base model's positive share lands near 50% (flaws, rude ones above all, lower
     # it): room for RL to improve it.
-    polarity = rng.choices(["positive", "negative", "neutral"], [0.47, 0.28, 0.25])[0]
+    polarity = rng.choices(["positive", "negative", "neutral"], [0.55, 0.25, 0.2])[0]
     body = review_body(rng, kind, polarity, aspects=rng.choice([1, 2]))
     if rng.random() < FLAWED_SHARE:
         body = flawed(rng, body, rng.choice(FLAWS))
@@ -261,7 +261,7 @@ def scene(rng: random.Random) -> str:
     color = f"{rng.choice(COLORS)} " if rng.random() < 0.4 else ""
     adverb = f" {rng.choice(ADVERBS)}" if rng.random() < 0.3 else ""
     text = f"Scene: {person.capitalize()}{adverb} {third} the {color}{obj} {place}. {after}"
-    if rng.random() < 0.8:  # CommonGen-style header: the concepts the scene must use.
+    if rng.random() < 0.6:  # CommonGen-style header: the concepts the scene must use.
         concepts = [obj, verb, place.split()[-1]]
         rng.shuffle(concepts)
         text = f"Words: {', '.join(concepts)}. {text}"
@@ -364,8 +364,7 @@ def arithmetic_problems(split: str) -> list[tuple[str, str]]:
     0..9, cut 80/20 into disjoint train and test splits (``textgym/Arithmetic-v0``'s data).
 
     b has one digit because the 2M-parameter model cannot learn two-digit sums in a 30-minute CPU
-    build (trials: 5% of test sums right greedily, 2% sampled); with one-digit b it learns them
-    part of the way, which leaves RL a skill to sharpen.
+    build; with one-digit b it learns them part of the way, which leaves RL a skill to sharpen.
     """
     problems = [(f"{a} + {b} =", str(a + b)) for a in range(100) for b in range(10)]
     problems += [(f"{a} - {b} =", str(a - b)) for a in range(100) for b in range(min(a, 9) + 1)]
@@ -384,15 +383,21 @@ def arithmetic(rng: random.Random) -> str:
 
 # --- the corpus ---------------------------------------------------------------------------------
 
-# Shares of documents. Sums are short (about 11 tokens) and the hardest skill for a small model,
-# so they are most of the documents and about a third of the tokens.
-GENERATORS = [(review, 0.14), (scene, 0.1), (passage, 0.08), (arithmetic, 0.68)]
+# Shares of documents (the dialogues in ``textgym.models.dialogues.DIALOGUES`` take the rest). Sums
+# are short (about 11 tokens) and the hardest skill for a small model, so they are most of the
+# documents and about a third of the tokens.
+GENERATORS = [(review, 0.13), (scene, 0.09), (passage, 0.075), (arithmetic, 0.645)]
 
 
 def iter_documents(seed: int) -> Iterator[str]:
-    """An endless, seeded stream of documents (no EOS; the tokenizer step adds it)."""
+    """An endless, seeded stream of documents (no EOS; the tokenizer step adds it); a dialogue is
+    rendered with the chat template."""
+    # Imported here because the dialogues are written from this module's grammar.
+    from textgym.models.dialogues import DIALOGUES, render
+
+    chats = [(lambda rng, make=make: render(make(rng)), share) for make, share in DIALOGUES]
     rng = random.Random(seed)
-    makers, weights = zip(*GENERATORS)
+    makers, weights = zip(*GENERATORS, *chats)
     while True:
         yield rng.choices(makers, weights)[0](rng)
 
