@@ -22,8 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
-
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +30,10 @@ from gymnasium import spaces
 from safetensors.torch import load_model, save_model
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
-from torch import nn
 
-from textgym.models import load_causal_lm, load_tokenizer
+from agents.lm import apply_lora, load_trunk, valid_actions, value_head
 from textgym.models.cache import RowCache, extends_by_one, positions
-from textgym.models.sampling import sample_categorical
+from textgym.models.sampling import action_logits, sample_categorical
 
 OBS_KEYS = ("attention_mask", "input_ids")
 
@@ -68,15 +65,15 @@ class _LLMActorCritic:
     def _build(self, lr_schedule) -> None:
         vocab = int(self.action_space.n)
         dtype = getattr(torch, self.lm_dtype) if isinstance(self.lm_dtype, str) else self.lm_dtype
-        self.lm = load_trunk(self.lm_name, vocab, dtype)
+        self.lm, tokenizer = load_trunk(self.lm_name, vocab, dtype)
+        # Pad is never a valid action; stock PPO has no action mask to say so.
+        self.allowed = valid_actions(tokenizer)
         if self.lora is not None:
             self.lm = apply_lora(self.lm, self.lora)
         # The critic reads the actor's trunk unless a separate value model is asked for.
-        self.critic_lm = None if self.value_model is None else load_trunk(self.value_model, vocab, dtype)
+        self.critic_lm = None if self.value_model is None else load_trunk(self.value_model, vocab, dtype)[0]
         self.length = self.observation_space["input_ids"].shape[0]
-        self.value_head = nn.Linear((self.critic_lm or self.lm).config.hidden_size, 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head = value_head((self.critic_lm or self.lm).config.hidden_size)
         self._caches: dict[int, tuple[list[RowCache], torch.Tensor, torch.Tensor]] = {}
         options = dict(self.optimizer_kwargs)
         if self.optimizer_class in (torch.optim.Adam, torch.optim.AdamW):
@@ -111,7 +108,7 @@ class _LLMActorCritic:
         return ids, mask
 
     def _head(self, logits: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = logits[:, : self.action_space.n].float() / self.temperature
+        logits = action_logits(logits, self.action_space.n, self.temperature, self.allowed)
         return logits, self.value_head(hidden.to(self.value_head.weight.dtype))
 
     def _full_forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,23 +198,6 @@ class _LLMActorCritic:
         return self._actions(self.get_distribution(observation, action_masks), deterministic)
 
 
-def load_trunk(name: str, vocab: int, dtype) -> nn.Module:
-    """A causal LM whose vocabulary is the env's ``Discrete(vocab)``, with dropout off: dropout
-    would make PPO's ratio differ from 1 before any update."""
-    model = load_causal_lm(name, device="cpu", dtype=dtype)
-    tokenizer = load_tokenizer(name)
-    if len(tokenizer) != vocab or model.config.vocab_size < vocab:
-        raise ValueError(
-            f"vocabulary mismatch: the env has Discrete({vocab}) actions, but model {name!r} "
-            f"({model.config.vocab_size} logits) comes with tokenizer {tokenizer.name_or_path!r} of "
-            f"{len(tokenizer)} tokens; use the env's tokenizer and a model trained on it"
-        )
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    return model
-
-
 def last_outputs(lm, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits and last hidden state at each row's final position (a full forward)."""
     out = lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask), output_hidden_states=True,
@@ -239,24 +219,6 @@ def left_align(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Move each left-padded row's real tokens to the front (pads, as -1, after them)."""
     order = torch.argsort(1 - mask, dim=1, stable=True)  # real tokens (mask 1) first, in order
     return torch.where(mask.gather(1, order).bool(), ids.gather(1, order), torch.full_like(ids, -1))
-
-
-def apply_lora(model, lora):
-    """Wrap ``model`` with peft LoRA adapters from a ``LoraConfig`` or a dict of its fields."""
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as error:
-        raise ImportError('lora= needs peft: pip install "textgym[lora]"') from error
-    from transformers.pytorch_utils import Conv1D
-
-    if not isinstance(lora, LoraConfig):
-        # GPT-2's layers are Conv1D (weights stored transposed): say so, or peft warns and flips it.
-        conv1d = any(isinstance(m, Conv1D) for m in model.modules())
-        lora = LoraConfig(**{"fan_in_fan_out": conv1d, **dict(lora)})
-    with warnings.catch_warnings():
-        # peft itself still calls transformers' deprecated is_gradient_checkpointing.
-        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
-        return get_peft_model(model, lora)
 
 
 def save(model, path: str | Path) -> Path:
@@ -306,4 +268,4 @@ class MaskableLLMActorCriticPolicy(_LLMActorCritic, MaskableActorCriticPolicy):
     """The same policy for ``sb3_contrib.MaskablePPO``, which passes the env's ``action_masks()``."""
 
 
-__all__ = ["LLMActorCriticPolicy", "MaskableLLMActorCriticPolicy", "apply_lora", "check_spaces", "load", "save"]
+__all__ = ["LLMActorCriticPolicy", "MaskableLLMActorCriticPolicy", "check_spaces", "load", "save"]

@@ -52,7 +52,7 @@ def base_scores(env_id: str, model, episodes: int, num_envs: int, seed: int) -> 
     obs, _ = envs.reset(seed=seed)
     scores: list[float] = []
     while len(scores) < episodes:
-        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, obs, 1.0, generator))
+        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, envs, obs, 1.0, generator))
         scores += [float(info["score"][i]) for i in np.flatnonzero(terminated | truncated)]
     return scores[:episodes]
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import textgym
-from textgym.envs import TextGenerationEnv
+from textgym.envs import TextGenerationEnv, TextGenerationVectorEnv
 from textgym.models import load_tokenizer
 from tests.helpers import assert_tree_equal, length_scorer
 
@@ -147,6 +147,36 @@ def test_action_masks_forbid_pad_and_disallowed_tokens(tokenizer):
     assert mask.dtype == bool and mask.shape == (len(tokenizer),)
     assert not mask[tokenizer.pad_token_id] and not mask[5] and not mask[6]
     assert mask[tokenizer.eos_token_id] and mask.sum() == len(tokenizer) - 3
+
+
+def test_stepping_a_masked_action_is_an_error_unless_allowed(tokenizer):
+    env = make_env(tokenizer, disallowed_token_ids=(5, 6))
+    env.reset(seed=0)
+    for token in (tokenizer.pad_token_id, 5):
+        with pytest.raises(ValueError, match=rf"action {token} .* is masked by action_masks\(\).*allow_masked_actions"):
+            env.step(token)
+    envs = TextGenerationVectorEnv(num_envs=3, tokenizer=tokenizer, prompts=["12 + 30 ="], disallowed_token_ids=(5, 6))
+    envs.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action 6 .* is masked"):
+        envs.step(np.array([7, 6, 8]))
+    permissive = make_env(tokenizer, disallowed_token_ids=(5, 6), allow_masked_actions=True)
+    permissive.reset(seed=0)
+    assert permissive.step(5)[0]["input_ids"][-1] == 5
+    with pytest.raises(TypeError, match="allow_masked_actions must be True or False, got 'yes'"):
+        make_env(tokenizer, allow_masked_actions="yes")
+
+
+def test_action_space_samples_only_valid_actions(tokenizer):
+    mask = np.zeros(len(tokenizer), bool)
+    mask[[0, 7, 9]] = True
+    disallowed = tuple(np.flatnonzero(~mask))
+    env = make_env(tokenizer, disallowed_token_ids=disallowed)
+    env.action_space.seed(0)
+    assert {int(env.action_space.sample()) for _ in range(100)} == {0, 7, 9}
+    assert env.action_space == gym.spaces.Discrete(len(tokenizer))  # still Discrete(V) to every library
+    envs = TextGenerationVectorEnv(num_envs=4, tokenizer=tokenizer, prompts=["12 + 30 ="], disallowed_token_ids=disallowed)
+    envs.action_space.seed(0)
+    assert set(np.concatenate([envs.action_space.sample() for _ in range(30)]).tolist()) == {0, 7, 9}
 
 
 def test_pad_equal_to_eos(tokenizer):
@@ -321,7 +351,7 @@ def test_other_bad_arguments(tokenizer):
     [
         (lambda p, c: [1.0, 2.0], "returned 2 scores for 1 completions"),
         (lambda p, c: [float("nan")], "returned a non-finite score"),
-        (lambda p, c: ["high"], "must return a sequence of floats"),
+        (lambda p, c: ["high"], "must return a flat sequence of floats"),
     ],
 )
 def test_bad_scorer_output_names_the_scorer(tokenizer, scorer, match):

@@ -137,6 +137,16 @@ def test_agents_save_keeps_the_weights_in_safetensors_and_load_reads_them(tmp_pa
         agents.load(PPO, path)
 
 
+def test_plain_ppo_never_chooses_pad():
+    """Stock PPO passes no action mask, and the env rejects pad: the policy forbids it itself."""
+    model = make_ppo(PPO, LLMActorCriticPolicy)
+    obs = model.get_env().reset()
+    distribution = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0])
+    pad = model.get_env().get_attr("unwrapped")[0].tokenizer.pad_token_id
+    assert (distribution.distribution.probs[:, pad] == 0).all()
+    assert torch.isfinite(distribution.entropy()).all()
+
+
 def test_maskable_ppo_respects_action_masks(tmp_path):
     model = make_ppo(MaskablePPO, MaskableLLMActorCriticPolicy, disallowed_token_ids=tuple(range(2, 1000)))
     model.learn(16)

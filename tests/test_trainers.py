@@ -208,6 +208,29 @@ def test_a_minibatch_drops_only_columns_that_are_padding_in_all_its_rows():
                                    atol=1e-5, rtol=0)
 
 
+def test_rollout_evaluate_and_training_honour_the_envs_action_mask():
+    """Sampling never picks what action_masks() forbids, and the training log-probs are those of the
+    masked distribution the tokens came from."""
+    from agents.trainers.rollout import evaluate
+
+    digits = load_causal_lm("tiny", device="cpu")
+    tokenizer = gym.make("textgym/Arithmetic-v0").unwrapped.tokenizer
+    allowed = {tokenizer.convert_tokens_to_ids(t) for t in "0123456789"} | {tokenizer.eos_token_id}
+    kwargs = {"disallowed_token_ids": [i for i in range(len(tokenizer)) if i not in allowed]}
+    envs = gym.make_vec("textgym/Arithmetic-v0", num_envs=8, **kwargs)
+    rollout = Rollout(envs, Sampling(temperature=2.0))
+    policy = TokenPolicy.load("tiny", with_value=False, temperature=2.0, allowed=rollout.allowed)
+    batch = rollout.collect(digits, seeds=list(range(8)), generator=torch.Generator().manual_seed(0))
+    taken = batch.completion_mask.bool()
+    assert set(batch.ids[:, -batch.completion_tokens:][taken].tolist()) <= allowed
+    out = policy(batch.ids, batch.mask, batch.completion_tokens)
+    assert torch.isfinite(out.entropy).all() and (out.logprobs[taken] > -20).all()
+    unmasked = TokenPolicy.load("tiny", with_value=False, temperature=2.0)(batch.ids, batch.mask, batch.completion_tokens)
+    assert (out.logprobs[taken] >= unmasked.logprobs[taken] - 1e-5).all()  # renormalised over fewer ids
+    for episode in evaluate(digits, "textgym/Arithmetic-v0", kwargs, 8, Sampling(temperature=2.0)):
+        assert set(episode["completion"]) <= set("0123456789 ")
+
+
 def test_top_k_one_sampling_is_greedy():
     envs = gym.make_vec("textgym/Sentiment-v0", num_envs=2, max_new_tokens=8)
     lm = load_causal_lm("tiny", device="cpu")

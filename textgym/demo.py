@@ -18,7 +18,7 @@ import torch
 import textgym  # noqa: F401  (registers the envs)
 from textgym.models import load_causal_lm
 from textgym.models.cache import positions
-from textgym.models.sampling import sample_categorical
+from textgym.models.sampling import action_logits, sample_categorical
 
 
 @dataclass
@@ -31,13 +31,15 @@ class DemoConfig:
 
 
 @torch.no_grad()
-def sample_tokens(model, obs: dict[str, np.ndarray], temperature: float, generator: torch.Generator) -> np.ndarray:
-    """One token per env from the LM's next-token distribution at the last (newest) position."""
+def sample_tokens(model, envs: gym.vector.VectorEnv, obs: dict[str, np.ndarray], temperature: float,
+                  generator: torch.Generator) -> np.ndarray:
+    """One token per env from the LM's next-token distribution at the last (newest) position, among
+    the actions the envs' ``action_masks()`` allow."""
     ids = torch.from_numpy(obs["input_ids"]).to(model.device)
     mask = torch.from_numpy(obs["attention_mask"]).to(model.device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1].float()
-    probs = torch.softmax(logits / temperature, dim=-1).cpu()
-    return sample_categorical(probs, generator).numpy()
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1]
+    logits = action_logits(logits, envs.single_action_space.n, temperature, envs.unwrapped.action_masks())
+    return sample_categorical(torch.softmax(logits, dim=-1).cpu(), generator).numpy()
 
 
 def rollout(cfg: DemoConfig) -> list[dict]:
@@ -48,7 +50,7 @@ def rollout(cfg: DemoConfig) -> list[dict]:
     obs, _ = envs.reset(seed=cfg.seed)
     finished: dict[int, dict] = {}
     while len(finished) < cfg.episodes:
-        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, obs, cfg.temperature, generator))
+        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, envs, obs, cfg.temperature, generator))
         for i in np.flatnonzero(terminated | truncated):
             if i not in finished:
                 finished[i] = {key: info[key][i] for key in ("prompt", "completion", "score")}

@@ -24,9 +24,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from agents.policies import apply_lora, load_trunk
-from textgym.models import load_tokenizer
+from agents.lm import apply_lora, load_trunk, value_head
 from textgym.models.cache import positions
+from textgym.models.sampling import action_logits
 
 
 class TokenOutputs(NamedTuple):
@@ -63,22 +63,23 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Te
 class TokenPolicy(nn.Module):
     """A causal LM actor, with a value head on its last hidden state when ``with_value``."""
 
-    def __init__(self, lm: nn.Module, vocab: int, with_value: bool, temperature: float = 1.0):
+    def __init__(self, lm: nn.Module, vocab: int, with_value: bool, temperature: float = 1.0,
+                 allowed: torch.Tensor | None = None):
         super().__init__()
         self.lm, self.vocab, self.temperature = lm, vocab, temperature
-        self.value_head = nn.Linear(lm.config.hidden_size, 1) if with_value else None  # peft forwards .config
-        if self.value_head is not None:  # a zero critic: the first advantages are the returns
-            nn.init.zeros_(self.value_head.weight)
-            nn.init.zeros_(self.value_head.bias)
+        self.allowed = allowed  # the env's action mask: what it forbids gets probability 0, as when sampling
+        self.value_head = value_head(lm.config.hidden_size) if with_value else None  # peft forwards .config
 
     @classmethod
     def load(cls, model: str, with_value: bool, lora: dict | None = None, temperature: float = 1.0,
-             dtype: torch.dtype | None = None) -> TokenPolicy:
-        vocab = len(load_tokenizer(model))
-        lm = load_trunk(model, vocab, dtype)
+             dtype: torch.dtype | None = None, allowed: torch.Tensor | None = None) -> TokenPolicy:
+        lm, tokenizer = load_trunk(model, dtype=dtype)
         if lora is not None:
             lm = apply_lora(lm, lora)
-        return cls(lm, vocab, with_value, temperature)
+        return cls(lm, len(tokenizer), with_value, temperature, allowed)
+
+    def action_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return action_logits(logits, self.vocab, self.temperature, self.allowed)
 
     @property
     def uses_lora(self) -> bool:
@@ -86,7 +87,7 @@ class TokenPolicy(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int) -> TokenOutputs:
         logits, hidden = completion_logits(self.lm, ids, mask, completion_tokens)
-        logprobs, entropy = token_logprobs(logits[..., : self.vocab] / self.temperature, ids[:, -completion_tokens:])
+        logprobs, entropy = token_logprobs(self.action_logits(logits), ids[:, -completion_tokens:])
         values = None if self.value_head is None else self.value_head(hidden.float()).squeeze(-1)
         return TokenOutputs(logprobs, values, entropy)
 
@@ -105,5 +106,4 @@ class Reference:
         else:
             with self.policy.lm.disable_adapter():
                 logits, _ = completion_logits(self.policy.lm, ids, mask, completion_tokens)
-        return token_logprobs(logits[..., : self.policy.vocab] / self.policy.temperature,
-                              ids[:, -completion_tokens:])[0]
+        return token_logprobs(self.policy.action_logits(logits), ids[:, -completion_tokens:])[0]

@@ -34,7 +34,7 @@ from transformers.generation.logits_process import (
 
 from agents.trainers.policy import autocast
 from textgym.models.cache import cache_of, cached, positions, preallocated_cache
-from textgym.models.sampling import sample_categorical
+from textgym.models.sampling import action_logits, sample_categorical
 from textgym.tasks import TASKS
 
 
@@ -129,9 +129,10 @@ class Rollout:
         self.envs, self.sampling, self.warpers = envs, sampling, sampling.warpers()
         mdp = envs.unwrapped.mdp
         self.max_new_tokens, self.pad_id, self.vocab = mdp.max_new_tokens, mdp.pad_id, mdp.vocab_size
+        self.allowed = torch.from_numpy(mdp.action_mask)  # the env's action_masks(), the same for every row
 
     def _sample(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        scores = self.warpers(None, logits[:, : self.vocab].float())  # models may pad their vocabulary
+        scores = self.warpers(None, action_logits(logits, self.vocab, 1.0, self.allowed))  # warpers apply temperature
         return sample_categorical(torch.softmax(scores, dim=-1), generator)
 
     @torch.no_grad()

@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from textgym.data import prompt_file
 from textgym.envs.decoding import CompletionDecoder
 from textgym.envs.prompts import Message, PromptSource, chat_ids, check_messages, load_prompts, render_chat
+from textgym.envs.spaces import TokenSpace
 from textgym.models import load_tokenizer
 
 Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
@@ -94,6 +95,9 @@ class TextGenerationConfig:
         stop_on_eos: whether choosing EOS terminates the episode.
         disallowed_token_ids: token ids that ``action_masks()`` marks invalid (pad always is,
             unless pad is EOS).
+        allow_masked_actions: whether ``step`` accepts an id that ``action_masks()`` marks invalid.
+            By default it raises ``ValueError``: a policy that writes pad or a forbidden token has a
+            bug (the action space's ``sample()`` draws valid ids only).
         references: optional, one per prompt (a string or a list of strings): what
             reference-based scorers compare against. Episodes carry them in their reset info.
     """
@@ -105,6 +109,7 @@ class TextGenerationConfig:
     max_new_tokens: int = 48
     stop_on_eos: bool = True
     disallowed_token_ids: Sequence[int] = ()
+    allow_masked_actions: bool = False
     references: Sequence[str | Sequence[str]] | None = None
 
     @classmethod
@@ -135,9 +140,10 @@ class TextMDP:
             raise TypeError(f"scorer must be callable (prompts, completions) -> scores, got {scorer!r}")
         self.tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else load_tokenizer(tokenizer)
         self.scorer = scorer
-        if not isinstance(config.stop_on_eos, (bool, np.bool_)):
-            raise TypeError(f"stop_on_eos must be True or False, got {config.stop_on_eos!r}")
-        self.stop_on_eos = bool(config.stop_on_eos)
+        for name in ("stop_on_eos", "allow_masked_actions"):
+            if not isinstance(getattr(config, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {getattr(config, name)!r}")
+        self.stop_on_eos, self.allow_masked_actions = bool(config.stop_on_eos), bool(config.allow_masked_actions)
         self.vocab_size = len(self.tokenizer)
         self.eos_id = self.tokenizer.eos_token_id
         if self.eos_id is None:
@@ -164,8 +170,8 @@ class TextMDP:
                 "attention_mask": spaces.Box(0, 1, (self.length,), np.int64),
             }
         )
-        self.action_space = spaces.Discrete(self.vocab_size)
         self.action_mask = self._action_mask(config.disallowed_token_ids)
+        self.action_space = TokenSpace(self.action_mask)
         self.columns = np.arange(self.length)
         self.pad_row = np.full(self.length, self.pad_id, np.int64)
 
@@ -262,13 +268,22 @@ class TextMDP:
             raise self.action_error(action) from None
         if not 0 <= token < self.vocab_size:
             raise self.action_error(action)
+        if not (self.allow_masked_actions or self.action_mask[token]):
+            raise self.masked_error([token])
         return token
+
+    def masked_error(self, tokens: list[int]) -> ValueError:
+        names = ", ".join(f"{t} ({self.tokenizer.convert_ids_to_tokens(t)!r})" for t in tokens)
+        return ValueError(f"action {names} is masked by action_masks() (pad, or in disallowed_token_ids); "
+                          "sample with the mask, or build the env with allow_masked_actions=True")
 
     def check_actions(self, actions: Any, num_envs: int) -> np.ndarray:
         """Validate a batch of actions: integer ids in [0, V), shape ``(num_envs,)``."""
         if type(actions) is np.ndarray and actions.dtype == np.int64 and actions.shape == (num_envs,):
             if np.count_nonzero(actions.view(np.uint64) >= self.vocab_size):  # negatives wrap to huge values
                 raise ValueError(f"actions must be token ids in [0, {self.vocab_size}), got {actions!r}")
+            if not self.allow_masked_actions and not self.action_mask[actions].all():
+                raise self.masked_error(sorted(set(actions[~self.action_mask[actions]].tolist())))
             return actions
         array = np.asarray(actions)
         if array.shape != (num_envs,):

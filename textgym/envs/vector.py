@@ -17,6 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textgym.envs.core import TextGenerationConfig, TextMDP, check_render_mode
+from textgym.envs.spaces import TokenBatchSpace
 
 ObsType = dict[str, np.ndarray]
 
@@ -71,7 +72,7 @@ class TextGenerationVectorEnv(VectorEnv):
         self.single_observation_space = self.mdp.observation_space
         self.single_action_space = self.mdp.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.action_space = TokenBatchSpace(self.mdp.action_mask, self.num_envs)
 
         n, length = self.num_envs, self.mdp.length
         # Token rows live in a buffer twice as wide as an observation. Every row gains one column

@@ -1,9 +1,9 @@
 """Drawing one token per row from a batch of next-token distributions, fast on every device.
 
-``torch.multinomial`` draws an exponential variate for every vocabulary entry of every row. On CPU
-that dominates a decoding step: at batch 64 it costs ~6 ms for the embedded model's ~2,100 tokens
-(half a forward pass) and ~140 ms at GPT-2's 50,257 tokens (more than the forward). Inverse-CDF
-sampling needs one uniform number per row and a binary search in the row's cumulative sums.
+``torch.multinomial`` draws an exponential variate for every vocabulary entry of every row; on CPU
+that can cost more than a small model's forward pass. Inverse-CDF sampling needs one uniform number
+per row and a binary search in the row's cumulative sums. ``action_logits`` cuts an LM's logits to
+an env's action distribution: every sampling loop, in textgym and in agents, goes through it.
 
 Example:
     >>> import torch
@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -35,3 +36,23 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=torch.float64) * total
     # clamp: a draw that rounds up to the total would land one past the last index.
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+
+
+def action_logits(logits: torch.Tensor, vocab: int, temperature: float = 1.0,
+                  allowed: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    """The env's action distribution from an LM's logits: the first ``vocab`` entries (models may pad
+    their vocabulary), at ``temperature``, with the actions ``allowed`` excludes (an env's
+    ``action_masks()``: ``(V,)`` or one row per logits row) at the lowest float: probability 0, but
+    finite, so entropies and their gradients stay finite.
+
+    Example:
+        >>> logits = action_logits(torch.zeros(2, 4), vocab=3, allowed=np.array([True, False, True]))
+        >>> torch.softmax(logits, -1)
+        tensor([[0.5000, 0.0000, 0.5000],
+                [0.5000, 0.0000, 0.5000]])
+    """
+    logits = logits[..., :vocab].float() / temperature
+    if allowed is None:
+        return logits
+    allowed = torch.as_tensor(allowed, device=logits.device)
+    return logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)

@@ -1,0 +1,78 @@
+"""What both policy stacks (the SB3 actor-critic and the batched trainers) share: loading the LM
+trunk, LoRA, the value head, and the ids a policy must never choose. The cut from an LM's logits
+to the env's action distribution, ``textgym.models.sampling.action_logits``, is shared with
+textgym's own sampling loops.
+
+Example:
+    >>> import torch
+    >>> from agents.lm import load_trunk, valid_actions
+    >>> from textgym.models.sampling import action_logits
+    >>> lm, tokenizer = load_trunk("tiny")
+    >>> allowed = valid_actions(tokenizer)  # pad is never a valid action
+    >>> logits = action_logits(torch.zeros(1, lm.config.vocab_size), len(tokenizer), 1.0, allowed)
+    >>> bool(torch.softmax(logits, -1)[0, tokenizer.pad_token_id] == 0)
+    True
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from textgym.models import load_causal_lm, load_tokenizer
+
+
+def load_trunk(name: str, vocab: int | None = None, dtype=None) -> tuple[nn.Module, object]:
+    """A causal LM and its tokenizer (loaded once), with dropout off: dropout would make PPO's ratio
+    differ from 1 before any update. ``vocab`` is the env's ``Discrete(vocab)``, checked against
+    the tokenizer."""
+    model = load_causal_lm(name, device="cpu", dtype=dtype)
+    tokenizer = load_tokenizer(name)
+    if vocab is not None and (len(tokenizer) != vocab or model.config.vocab_size < vocab):
+        raise ValueError(
+            f"vocabulary mismatch: the env has Discrete({vocab}) actions, but model {name!r} "
+            f"({model.config.vocab_size} logits) comes with tokenizer {tokenizer.name_or_path!r} of "
+            f"{len(tokenizer)} tokens; use the env's tokenizer and a model trained on it"
+        )
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model, tokenizer
+
+
+def apply_lora(model, lora):
+    """Wrap ``model`` with peft LoRA adapters from a ``LoraConfig`` or a dict of its fields."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise ImportError('lora= needs peft: pip install "textgym[lora]"') from error
+    from transformers.pytorch_utils import Conv1D
+
+    if not isinstance(lora, LoraConfig):
+        # GPT-2's layers are Conv1D (weights stored transposed): say so, or peft warns and flips it.
+        conv1d = any(isinstance(m, Conv1D) for m in model.modules())
+        lora = LoraConfig(**{"fan_in_fan_out": conv1d, **dict(lora)})
+    with warnings.catch_warnings():
+        # peft itself still calls transformers' deprecated is_gradient_checkpointing.
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        return get_peft_model(model, lora)
+
+
+def value_head(hidden_size: int) -> nn.Linear:
+    """The critic: a linear map of the last hidden state, zero at the start, so the first
+    advantages are the returns themselves."""
+    head = nn.Linear(hidden_size, 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def valid_actions(tokenizer) -> torch.Tensor:
+    """``(V,)`` bool: every token but pad (unless pad is EOS), as a textgym env's ``action_masks()``
+    without ``disallowed_token_ids``."""
+    allowed = torch.ones(len(tokenizer), dtype=torch.bool)
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        allowed[tokenizer.pad_token_id] = False
+    return allowed
