@@ -26,7 +26,7 @@ import textgym
 from common import machine, parse_args, write_json
 from textgym.demo import sample_tokens
 from textgym.models import load_causal_lm
-from textgym.envs.core import run_scorer
+from textgym.scorers import run_scorer
 from textgym.models.corpus import ACTIONS, PLACES
 from textgym.tasks import TASKS
 from textgym.tasks.data import polite_answer, preference_pairs

@@ -175,3 +175,15 @@ def test_a_scorer_is_the_env_reward_at_the_last_step():
         *_, info = env.step(token)
     reward = info["score"]
     assert reward == pytest.approx(VaderSentiment()(["p"], [info["completion"]])[0]) and reward > 0.5
+
+
+def test_run_scorer_validates_each_call_once(monkeypatch):
+    import textgym.scorers.base as base
+    from textgym.scorers import Length, run_scorer
+
+    calls = []
+    real = base.validated_scores
+    monkeypatch.setattr(base, "validated_scores", lambda *a: calls.append(a[0]) or real(*a))
+    run_scorer(Length("words"), ["p"], ["two words"])
+    run_scorer(lambda prompts, completions: [1.0] * len(completions), ["p"], ["c"])
+    assert calls == ["length", "<lambda>"]

@@ -7,7 +7,7 @@ token is always in the last column. ``attention_mask`` marks the real tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -20,30 +20,7 @@ from textgym.envs.decoding import CompletionDecoder
 from textgym.envs.prompts import Message, PromptSource, chat_ids, check_messages, load_prompts, render_chat
 from textgym.envs.spaces import TokenSpace
 from textgym.models import load_tokenizer
-
-Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
-"""A batched task score: ``scorer(prompts, completions) -> one float per completion``."""
-
-
-def scorer_name(scorer: Callable) -> str:
-    return getattr(scorer, "name", None) or getattr(scorer, "__name__", None) or type(scorer).__name__
-
-
-def validated_scores(name: str, scores: Any, count: int) -> np.ndarray:
-    """``scores`` as a float array, or an error naming the scorer: wrong count, NaN/inf, not numbers."""
-    try:
-        raw = np.asarray(scores)
-    except ValueError as error:  # ragged nesting
-        raise TypeError(f"scorer {name} must return a flat sequence of floats, got {scores!r}") from error
-    if raw.dtype.kind not in "biuf" or raw.ndim != 1:
-        raise TypeError(f"scorer {name} must return a flat sequence of floats, got {scores!r}")
-    values = raw.astype(np.float64)
-    if len(values) != count:
-        raise ValueError(f"scorer {name} returned {len(values)} scores for {count} completions")
-    if not np.isfinite(values).all():
-        raise ValueError(f"scorer {name} returned a non-finite score: {values.tolist()}")
-    return values
-
+from textgym.scorers.base import Scorer, run_scorer, scorer_name
 
 def unexpected_arguments(owner: str, unknown: Sequence[str], valid: Sequence[str]) -> TypeError:
     """Python's own wording (clients such as TorchRL match on it), plus the valid names."""
@@ -55,16 +32,6 @@ def unexpected_arguments(owner: str, unknown: Sequence[str], valid: Sequence[str
 class RenderModeError(ValueError, TypeError):
     """An unsupported ``render_mode``. It is a TypeError too because stable-baselines3 makes envs
     with ``render_mode="rgb_array"`` and, on TypeError, makes them again without one."""
-
-
-def run_scorer(scorer: Callable, prompts: list[str], completions: list[str], references: list | None = None
-               ) -> np.ndarray:
-    """Call ``scorer`` (with ``references`` when it takes them) and validate what it returns."""
-    if getattr(scorer, "needs_references", False):
-        values = scorer(prompts, completions, references)
-    else:
-        values = scorer(prompts, completions)
-    return validated_scores(scorer_name(scorer), values, len(completions))
 
 
 def check_render_mode(render_mode: str | None, allowed: list[str]) -> None:

@@ -16,7 +16,7 @@
 | ``weighted({name: (scorer, weight)})`` | Σ λ_i R_i | if any part needs them | |
 """
 
-from textgym.scorers.base import SequenceScorer
+from textgym.scorers.base import Scorer, SequenceScorer, run_scorer
 from textgym.scorers.combine import WeightedScorer, weighted
 from textgym.scorers.learned import ClassifierScore, SemanticSimilarity
 from textgym.scorers.overlap import Rouge, SacreBleuScore, bleu, chrf, rouge, ter
@@ -25,6 +25,6 @@ from textgym.scorers.sentiment import VaderSentiment
 
 __all__ = [
     "AnswerDigits", "ClassifierScore", "ExactMatch", "KeywordCoverage", "Length", "NumericMatch", "Repetition", "Rouge", "SacreBleuScore",
-    "SemanticSimilarity", "SequenceScorer", "VaderSentiment", "WeightedScorer", "bleu", "chrf", "rouge", "ter",
-    "weighted",
+    "Scorer", "SemanticSimilarity", "SequenceScorer", "VaderSentiment", "WeightedScorer", "bleu", "chrf", "rouge",
+    "run_scorer", "ter", "weighted",
 ]

@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from textgym.envs.core import run_scorer
-from textgym.scorers.base import References, SequenceScorer
+from textgym.scorers.base import References, SequenceScorer, run_scorer
 
 
 class WeightedScorer(SequenceScorer):

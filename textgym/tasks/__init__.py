@@ -39,7 +39,8 @@ from typing import Any
 from gymnasium.vector import AutoresetMode
 
 from textgym.envs import TextGenerationEnv, TextGenerationVectorEnv
-from textgym.envs.core import Scorer, unexpected_arguments
+from textgym.envs.core import unexpected_arguments
+from textgym.scorers.base import Scorer
 from textgym.rewards import PREFERENCE_MODEL, RewardModelScore
 from textgym.scorers import AnswerDigits, KeywordCoverage, NumericMatch, Repetition, VaderSentiment, rouge, weighted
 from textgym.tasks import data

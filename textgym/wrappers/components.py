@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from textgym.envs.core import run_scorer
+from textgym.scorers.base import run_scorer
 from textgym.scorers.rules import KeywordCoverage
 from textgym.wrappers.base import Episodes, TokenReward, Transition
 
