@@ -53,12 +53,13 @@ class _LLMActorCritic:
     """What both policies share: the LM, the value head, the prefix caches and the hooks."""
 
     def __init__(self, observation_space, action_space, lr_schedule, model: str = "tiny", lora: Any = None,
-                 value_model: str | None = None, temperature: float = 1.0, dtype: str | None = None, **kwargs):
+                 value_model: str | None = None, temperature: float = 1.0, dtype: str | None = None,
+                 cache: bool = True, **kwargs):
         check_spaces(observation_space, action_space)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.lm_name, self.lora, self.temperature, self.lm_dtype = model, lora, float(temperature), dtype
-        self.value_model = value_model
+        self.value_model, self.cache = value_model, bool(cache)
         kwargs.setdefault("ortho_init", False)  # SB3's orthogonal init is for fresh MLPs; the LM is pretrained
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
@@ -84,7 +85,8 @@ class _LLMActorCritic:
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "model": self.lm_name, "lora": self.lora,
-                "value_model": self.value_model, "temperature": self.temperature, "dtype": self.lm_dtype}
+                "value_model": self.value_model, "temperature": self.temperature, "dtype": self.lm_dtype,
+                "cache": self.cache}
 
     def _trunks(self) -> list:
         """The actor's LM, then the critic's when it is separate: logits come from the first,
@@ -130,7 +132,9 @@ class _LLMActorCritic:
 
     def _logits_and_values(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self._tokens(obs)
-        return self._full_forward(ids, mask) if torch.is_grad_enabled() else self._cached_forward(ids, mask)
+        if torch.is_grad_enabled() or not self.cache:
+            return self._full_forward(ids, mask)
+        return self._cached_forward(ids, mask)
 
     # --- SB3's hooks --------------------------------------------------------------------------
 
@@ -155,7 +159,8 @@ class _LLMActorCritic:
         return actions, values, distribution.log_prob(actions)
 
     def evaluate_actions(self, obs, actions: torch.Tensor, action_masks=None):
-        logits, values = self._grouped_forward(*self._tokens(obs))
+        ids, mask = self._tokens(obs)
+        logits, values = self._grouped_forward(ids, mask) if self.cache else self._full_forward(ids, mask)
         distribution = self._distribution(logits, action_masks)
         return values, distribution.log_prob(actions), distribution.entropy()
 
@@ -260,7 +265,8 @@ class LLMActorCriticPolicy(_LLMActorCritic, ActorCriticPolicy):
 
     ``policy_kwargs``: ``model`` (``"tiny"``, an HF id or a path), ``lora`` (a peft ``LoraConfig``
     or a dict), ``value_model`` (a separate critic LM; default: the actor's trunk), ``temperature``,
-    ``dtype`` (e.g. ``"bfloat16"``).
+    ``dtype`` (e.g. ``"bfloat16"``), ``cache`` (default True; False runs every env step and every
+    training sample as its own full forward, the naive policy, for checking and comparison).
     """
 
 

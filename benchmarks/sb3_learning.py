@@ -44,8 +44,8 @@ def evaluate(model, base, episodes: int, seed: int) -> dict[str, float]:
     scores, kls, samples, stepping = [], [], [], np.ones(envs.num_envs, bool)
     while len(scores) < episodes:
         tensors = obs_as_tensor(obs, policy.device)
-        logits, _ = policy._logits_and_values(tensors)
-        ids, mask = policy._tokens(tensors)
+        logits = policy.get_distribution(tensors).distribution.logits
+        ids, mask = tensors["input_ids"].long(), tensors["attention_mask"].long()
         base_logits = base(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1].float()
         log_p, log_q = torch.log_softmax(logits, -1), torch.log_softmax(base_logits[:, : logits.shape[1]], -1)
         kl = (log_p.exp() * (log_p - log_q)).sum(-1).numpy()

@@ -25,22 +25,13 @@ from common import machine, parse_args, write_json
 ENV_ID = "textgym/Sentiment-v0"
 
 
-class NaiveLLMActorCriticPolicy(LLMActorCriticPolicy):
-    """The same policy without its two tricks: every env step re-runs the whole sequence (no KV
-    cache), and every training sample runs its own full forward (no prefix grouping)."""
-
-    def _logits_and_values(self, obs):
-        return self._full_forward(*self._tokens(obs))
-
-    def _grouped_forward(self, ids, mask):
-        return self._full_forward(ids, mask)
-
-
-def make_model(policy, args) -> PPO:
-    """SB3's PPO defaults (10 epochs, minibatches of 64), but rollouts of one 48-token episode length."""
+def make_model(cache: bool, args) -> PPO:
+    """SB3's PPO defaults (10 epochs, minibatches of 64), but rollouts of one 48-token episode length.
+    ``cache=False`` is the naive policy: without its two tricks, every env step re-runs the whole
+    sequence (no KV cache) and every training sample runs its own full forward (no prefix grouping)."""
     env = make_vec_env(ENV_ID, n_envs=args.n_envs, seed=args.seed, env_kwargs={"max_new_tokens": 48})
-    return PPO(policy, env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
-               policy_kwargs={"model": "tiny"}, device="cpu", seed=args.seed)
+    return PPO(LLMActorCriticPolicy, env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
+               policy_kwargs={"model": "tiny", "cache": cache}, device="cpu", seed=args.seed)
 
 
 def main() -> None:
@@ -54,9 +45,8 @@ def main() -> None:
     args = parse_args(parser, quick={"rounds": 1, "n_envs": 2, "n_steps": 8, "n_epochs": 1, "batch_size": 16})
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    contenders = {"LLMActorCriticPolicy (prefix KV cache)": LLMActorCriticPolicy,
-                  "naive full-forward LM policy": NaiveLLMActorCriticPolicy}
-    models = {name: make_model(policy, args) for name, policy in contenders.items()}
+    contenders = {"LLMActorCriticPolicy (prefix KV cache)": True, "naive full-forward LM policy": False}
+    models = {name: make_model(cache, args) for name, cache in contenders.items()}
     per_round = args.n_envs * args.n_steps  # one rollout and one update
     for model in models.values():  # warm-up
         model.learn(per_round, reset_num_timesteps=False)
