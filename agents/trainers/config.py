@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from textgym.tasks import REWARD_MODES
+
 ALGOS = ("ppo", "grpo", "rloo", "sb3-ppo", "sb3-maskable-ppo")
-REWARD_MODES = ("immediate", "sparse")
 KL_ESTIMATORS = ("k1", "k3")
 LR_SCHEDULES = ("constant", "linear")
 
@@ -47,7 +48,7 @@ class TrainConfig:
     out: str = knob("runs/textgym", "the run's output directory (never overwritten; see --resume)")
     seed: int = knob(0, "seeds the envs, the sampling and the updates")
     device: str | None = knob(None, "'cpu' or 'cuda'; unset: CUDA when present, else CPU")
-    reward_mode: str = knob("immediate", "task envs: 'immediate' (potential shaping) or 'sparse' (score at the end)")
+    reward_mode: str = knob("immediate", f"task envs: one of {', '.join(REWARD_MODES)} (sparse: the score at the end)")
     env_kwargs: dict[str, Any] = knob(dict, "more gym.make_vec arguments, as a JSON object")
     num_envs: int = knob(32, "episodes per iteration and process")
 
