@@ -47,7 +47,8 @@ from textgym.tasks import data
 from textgym.wrappers import PotentialShaping, TokenRewardWrapper, VectorTokenRewardWrapper
 
 REWARD_MODES = ("sparse", "immediate")
-OVERRIDABLE = ("tokenizer", "max_prompt_tokens", "max_new_tokens", "stop_on_eos", "disallowed_token_ids")
+OVERRIDABLE = ("tokenizer", "max_prompt_tokens", "max_new_tokens", "stop_on_eos", "disallowed_token_ids",
+               "allow_masked_actions")
 
 
 @dataclass(frozen=True)
