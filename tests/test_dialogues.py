@@ -12,7 +12,7 @@ from textgym.models.dialogues import (
     customer_reply, guess_game, host_reply, render,
 )
 
-CONVERSATION = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "What is 12 + 30?"},
+CONVERSATION = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "What is 12 plus 30?"},
                 {"role": "assistant", "content": "<calc>12+30</calc>"}, {"role": "tool", "content": "42"}]
 
 

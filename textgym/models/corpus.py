@@ -261,7 +261,7 @@ def scene(rng: random.Random) -> str:
     color = f"{rng.choice(COLORS)} " if rng.random() < 0.4 else ""
     adverb = f" {rng.choice(ADVERBS)}" if rng.random() < 0.3 else ""
     text = f"Scene: {person.capitalize()}{adverb} {third} the {color}{obj} {place}. {after}"
-    if rng.random() < 0.6:  # CommonGen-style header: the concepts the scene must use.
+    if rng.random() < 0.7:  # CommonGen-style header: the concepts the scene must use.
         concepts = [obj, verb, place.split()[-1]]
         rng.shuffle(concepts)
         text = f"Words: {', '.join(concepts)}. {text}"

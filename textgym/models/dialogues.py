@@ -9,8 +9,10 @@ The games (each side's lines are fixed, so a 2M-parameter model can learn them):
 
 * **Guess the number** (1..20): the assistant guesses, the host says "Higher.", "Lower." or
   "Correct!". Corpus guessers halve the range only some of the time.
-* **Calculator**: the user asks for a two-digit sum or difference; the assistant may write
-  ``<calc>47+38</calc>``, the tool answers, and the assistant gives "The answer is 85.".
+* **Calculator**: the user asks for a two-digit sum or difference ("What is 47 plus 38?"); the
+  assistant may write ``<calc>47+38</calc>``, the tool answers, and the assistant gives "The
+  answer is 85.". The question says "plus", not "+", so these sums never look like
+  Arithmetic-v0's ``a + b =`` (single-digit b), which a small model would otherwise confuse.
   Corpus assistants call the tool only some of the time, and a 2M model cannot add two-digit
   numbers in its head (see ``arithmetic_problems``), so the tool is the skill to learn.
 * **Customer**: a customer reports a broken product; the agent should ask for the order number,
@@ -116,10 +118,10 @@ EXPRESSION = re.compile(r"^\s*(\d{1,6})\s*([+\-*])\s*(\d{1,6})\s*$")
 
 @functools.lru_cache(maxsize=None)
 def calculator_problems(split: str) -> list[tuple[str, str]]:
-    """``(question, answer)`` for every two-digit ``a + b`` and ``a - b`` (a >= b), cut 80/20 into
-    disjoint train and test splits; the corpus shows train problems only."""
-    problems = [(f"What is {a} + {b}?", str(a + b)) for a in range(10, 100) for b in range(10, 100)]
-    problems += [(f"What is {a} - {b}?", str(a - b)) for a in range(10, 100) for b in range(10, a + 1)]
+    """``(question, answer)`` for every two-digit ``a plus b`` and ``a minus b`` (a >= b), cut 80/20
+    into disjoint train and test splits; the corpus shows train problems only."""
+    problems = [(f"What is {a} plus {b}?", str(a + b)) for a in range(10, 100) for b in range(10, 100)]
+    problems += [(f"What is {a} minus {b}?", str(a - b)) for a in range(10, 100) for b in range(10, a + 1)]
     return seeded_split(problems, split, seed=15)
 
 
@@ -135,15 +137,15 @@ def calculator_reply(call: str) -> str:
 def calculator_dialogue(rng: random.Random) -> list[Message]:
     """A train question answered with the tool (55%), after a misspelt call (5%), or from memory."""
     question, answer = rng.choice(calculator_problems("train"))
-    a, op, b = question.removeprefix("What is ").rstrip("?").split()
+    a, word, b = question.removeprefix("What is ").rstrip("?").split()
     messages = [{"role": "user", "content": question}]
     r = rng.random()
     if r < 0.6:
-        if r >= 0.55:
-            wrong = f"{a} {'plus' if op == '+' else 'minus'} {b}"
+        if r >= 0.55:  # the question's words are no call: the tool says so, and the next call is right
+            wrong = f"{a} {word} {b}"
             messages += [{"role": "assistant", "content": f"<calc>{wrong}</calc>"},
                          {"role": "tool", "content": calculator_reply(wrong)}]
-        call = f"{a}{op}{b}"
+        call = f"{a}{'+' if word == 'plus' else '-'}{b}"
         messages += [{"role": "assistant", "content": f"<calc>{call}</calc>"},
                      {"role": "tool", "content": calculator_reply(call)}]
     return [*messages, {"role": "assistant", "content": f"The answer is {answer}."}]
