@@ -98,8 +98,21 @@ def measure(found: list[Contender], rounds: int, seconds: float) -> dict[str, di
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
 def machine() -> dict[str, object]:
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+    """What a figure was measured on: figures from different machines must be told apart."""
+    return {"platform": platform.platform(), "cpu_model": cpu_model(), "cpus": os.cpu_count(),
+            # torch's intra-op threads are its BLAS threads too (MKL or OpenBLAS, whichever it was built with)
+            "torch_threads": torch.get_num_threads(), "mkl": torch.backends.mkl.is_available(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "gymnasium": gym.__version__,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
