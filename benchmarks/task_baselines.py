@@ -16,7 +16,6 @@ writes JSON.
 from __future__ import annotations
 
 import argparse
-import random
 
 import gymnasium as gym
 import numpy as np
@@ -27,23 +26,7 @@ from common import machine, parse_args, write_json
 from textgym.demo import sample_tokens
 from textgym.models import load_causal_lm
 from textgym.scorers import run_scorer
-from textgym.models.corpus import ACTIONS, PLACES
 from textgym.tasks import TASKS
-from textgym.tasks.data import polite_answer, preference_pairs
-
-
-def gold_completion(task: str, prompt: str, references) -> str:
-    if task == "Preference":
-        return polite_answer(random.Random(prompt), prompt.split(" review:")[0])
-    if task == "Sentiment":
-        return " The staff was wonderful and the food was excellent. I would recommend it to everyone."
-    if task == "Keywords":
-        words = set(references)
-        verb = next(v for v in ACTIONS if v in words)
-        place = next(p for p in PLACES if p.split()[-1] in words - {verb})
-        obj = next(iter(words - {verb, place.split()[-1]}))
-        return f" The boy {ACTIONS[verb][0]} the {obj} {place}."
-    return " " + (references[0] if isinstance(references, list) else references)
 
 
 def base_scores(env_id: str, model, episodes: int, num_envs: int, seed: int) -> list[float]:
@@ -57,23 +40,11 @@ def base_scores(env_id: str, model, episodes: int, num_envs: int, seed: int) -> 
     return scores[:episodes]
 
 
-def gold_scores(name: str, episodes: int) -> list[float]:
+def scores(name: str, which: str, episodes: int) -> list[float]:
+    """The task score of its ``which`` ("gold" or "floor") completions for the first test prompts."""
     task = TASKS[name]
-    prompts, references = task.data("test")
-    prompts = prompts[:episodes]
-    refs = None if references is None else references[:episodes]
-    completions = [gold_completion(name, p, None if refs is None else refs[i]) for i, p in enumerate(prompts)]
-    return run_scorer(task.scorer(), prompts, completions, refs).tolist()
-
-
-def floor_scores(name: str, episodes: int) -> list[float]:
-    task = TASKS[name]
-    if name == "Preference":
-        prompts, _, completions = zip(*preference_pairs("test")[:episodes])
-        return run_scorer(task.scorer(), list(prompts), list(completions), None).tolist()
-    prompts, references = task.data("test")
-    refs = None if references is None else references[:episodes]
-    return run_scorer(task.scorer(), prompts[:episodes], [""] * len(prompts[:episodes]), refs).tolist()
+    completions = task.gold_completions if which == "gold" else task.floor_completions
+    return run_scorer(task.scorer(), *completions("test", episodes)).tolist()
 
 
 def main() -> None:
@@ -88,7 +59,7 @@ def main() -> None:
     results = {}
     for name in textgym.TASK_NAMES:
         base = base_scores(f"textgym/{name}-v0", model, args.episodes, args.num_envs, args.seed)
-        floor, gold = np.mean(floor_scores(name, args.episodes)), np.mean(gold_scores(name, args.episodes))
+        floor, gold = (np.mean(scores(name, which, args.episodes)) for which in ("floor", "gold"))
         results[name] = {"floor_mean": float(floor), "base_mean": float(np.mean(base)), "base_std": float(np.std(base)),
                          "gold_mean": float(gold), "base_position": float((np.mean(base) - floor) / (gold - floor)),
                          "episodes": len(base)}

@@ -10,6 +10,7 @@ from gymnasium.vector import SyncVectorEnv
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import textgym
+from textgym.scorers import run_scorer
 from textgym.tasks import TASKS, make_task_env, make_task_vector_env
 from textgym.wrappers import VectorTokenRewardWrapper
 from tests.helpers import assert_tree_equal
@@ -110,3 +111,14 @@ def test_task_kwargs_are_checked():
         make_task_vector_env(2, "Poetry")
     env = gym.make("textgym/Sentiment-v0", max_new_tokens=5)
     assert env.observation_space["input_ids"].shape == (TASKS["Sentiment"].max_prompt_tokens + 5,)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_gold_completions_outscore_floor_completions(name):
+    """The Task record's good and bad completions bound the score from above and below."""
+    task = TASKS[name]
+    scorer = task.scorer()
+    gold = run_scorer(scorer, *task.gold_completions("test", 32))
+    floor = run_scorer(scorer, *task.floor_completions("test", 32))
+    assert len(gold) == len(floor) == 32
+    assert gold.mean() > floor.mean()

@@ -53,11 +53,17 @@ OVERRIDABLE = ("tokenizer", "max_prompt_tokens", "max_new_tokens", "stop_on_eos"
 
 @dataclass(frozen=True)
 class Task:
+    """Everything about a task, in one place: its data, score, potential, env limits, what good and
+    bad completions look like, and its token budget in the immediate-versus-sparse study."""
+
     name: str
     summary: str  # one line, for listings
     data: Callable[[str], data.Data]  # split -> (prompts, references)
     scorer: Callable[[], Scorer]
+    gold: Callable[[str, Any], str]  # (prompt, references) -> a good completion
+    study_tokens: int  # the study's token budget per run
     potential: Callable[[], Scorer] | None = None  # None: shape with the scorer itself
+    floor: Callable[[str, int], data.Completions] | None = None  # (split, count); None: empty completions
     max_prompt_tokens: int = 64
     max_new_tokens: int = 48
 
@@ -65,22 +71,36 @@ class Task:
     def env_id(self) -> str:
         return f"textgym/{self.name}-v0"
 
+    def floor_completions(self, split: str, count: int) -> data.Completions:
+        """What a bad policy writes for the first ``count`` prompts of ``split``."""
+        return self.floor(split, count) if self.floor else data.empty_floor(self.data(split), count)
+
+    def gold_completions(self, split: str, count: int) -> data.Completions:
+        """What a good policy writes for the first ``count`` prompts of ``split``."""
+        prompts, references = self.data(split)
+        prompts, refs = prompts[:count], None if references is None else references[:count]
+        return prompts, [self.gold(p, None if refs is None else refs[i]) for i, p in enumerate(prompts)], refs
+
 
 TASKS = {
     task.name: task
     for task in [
         Task("Sentiment", "continue a review so that it is positive (VADER, [0, 1])",
-             data.sentiment, VaderSentiment, max_prompt_tokens=24, max_new_tokens=48),
+             data.sentiment, VaderSentiment, data.positive_gold, study_tokens=16_000,
+             max_prompt_tokens=24, max_new_tokens=48),
         Task("Keywords", "write a scene that uses three given words (coverage minus repetition, [-1, 1])",
              data.keywords,
              lambda: weighted({"coverage": (KeywordCoverage(), 1.0), "repetition": (Repetition(2), -1.0)}),
-             max_prompt_tokens=24, max_new_tokens=32),
+             data.scene_gold, study_tokens=24_000, max_prompt_tokens=24, max_new_tokens=32),
         Task("Summarize", "summarize a passage: who, what, where and when (ROUGE-L vs the reference, [0, 1])",
-             data.summarize, lambda: rouge("rougeL"), max_prompt_tokens=64, max_new_tokens=24),
+             data.summarize, lambda: rouge("rougeL"), data.reference_gold, study_tokens=12_000,
+             max_prompt_tokens=64, max_new_tokens=24),
         Task("Arithmetic", "answer a + b = / a - b = problems, a < 100 and b < 10 (exact answer, {0, 1})",
-             data.arithmetic, NumericMatch, potential=AnswerDigits, max_prompt_tokens=8, max_new_tokens=6),
+             data.arithmetic, NumericMatch, data.reference_gold, study_tokens=8_000, potential=AnswerDigits,
+             max_prompt_tokens=8, max_new_tokens=6),
         Task("Preference", "answer a review prompt as a learned reward model prefers (reward, real-valued)",
-             data.preference, lambda: RewardModelScore(PREFERENCE_MODEL), max_prompt_tokens=24, max_new_tokens=32),
+             data.preference, lambda: RewardModelScore(PREFERENCE_MODEL), data.polite_gold, study_tokens=12_000,
+             floor=data.rejected_floor, max_prompt_tokens=24, max_new_tokens=32),
     ]
 }
 

@@ -126,3 +126,44 @@ def preference_pairs(split: str) -> list[tuple[str, str, str]]:
 def preference(split: str) -> Data:
     """Review openings whose answers a learned reward model judges (``textgym/Preference-v0``)."""
     return sentiment(split)
+
+
+# --- gold and floor completions -------------------------------------------------------------------
+# A gold completion is what a good policy writes for a prompt; a floor is what a bad one writes.
+# ``benchmarks/task_baselines.py`` scores both, to place the base model between them.
+
+Completions = tuple[list[str], list[str], list | None]  # prompts, completions, references
+
+
+def reference_gold(prompt: str, references) -> str:
+    """The reference itself: the right answer, the reference summary."""
+    return " " + (references[0] if isinstance(references, list) else references)
+
+
+def positive_gold(prompt: str, references) -> str:
+    return " The staff was wonderful and the food was excellent. I would recommend it to everyone."
+
+
+def scene_gold(prompt: str, references) -> str:
+    """A scene that uses each of the three words once."""
+    words = set(references)
+    verb = next(v for v in ACTIONS if v in words)
+    place = next(p for p in PLACES if p.split()[-1] in words - {verb})
+    obj = next(iter(words - {verb, place.split()[-1]}))
+    return f" The boy {ACTIONS[verb][0]} the {obj} {place}."
+
+
+def polite_gold(prompt: str, references) -> str:
+    return polite_answer(random.Random(prompt), prompt.split(" review:")[0])
+
+
+def empty_floor(data: Data, count: int) -> Completions:
+    """The empty completion for the first ``count`` prompts."""
+    prompts, references = data
+    return prompts[:count], [""] * len(prompts[:count]), None if references is None else references[:count]
+
+
+def rejected_floor(split: str, count: int) -> Completions:
+    """The held-out rejected answers of the preference pairs (off-topic, cut off, rude, repetitive)."""
+    prompts, _, rejected = zip(*preference_pairs(split)[:count])
+    return list(prompts), list(rejected), None
