@@ -261,7 +261,7 @@ def scene(rng: random.Random) -> str:
     color = f"{rng.choice(COLORS)} " if rng.random() < 0.4 else ""
     adverb = f" {rng.choice(ADVERBS)}" if rng.random() < 0.3 else ""
     text = f"Scene: {person.capitalize()}{adverb} {third} the {color}{obj} {place}. {after}"
-    if rng.random() < 0.7:  # CommonGen-style header: the concepts the scene must use.
+    if rng.random() < 0.8:  # CommonGen-style header: the concepts the scene must use.
         concepts = [obj, verb, place.split()[-1]]
         rng.shuffle(concepts)
         text = f"Words: {', '.join(concepts)}. {text}"
@@ -386,7 +386,7 @@ def arithmetic(rng: random.Random) -> str:
 # Shares of documents (the dialogues in ``textgym.models.dialogues.DIALOGUES`` take the rest). Sums
 # are short (about 11 tokens) and the hardest skill for a small model, so they are most of the
 # documents and about a third of the tokens.
-GENERATORS = [(review, 0.13), (scene, 0.09), (passage, 0.075), (arithmetic, 0.645)]
+GENERATORS = [(review, 0.13), (scene, 0.09), (passage, 0.075), (arithmetic, 0.68)]
 
 
 def iter_documents(seed: int) -> Iterator[str]:
