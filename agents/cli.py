@@ -1,4 +1,4 @@
-"""The ``textgym`` command line: ``train``, ``eval`` and ``list``.
+"""The ``textgym`` command line: ``train``, ``eval``, ``list`` and ``potential``.
 
 Every field of ``TrainConfig`` is a ``train`` flag (``--num-envs 64``, ``--kl-target 6``), so the
 dataclass is the one source of defaults; ``--config run.yaml`` sets fields from a file and flags
@@ -26,7 +26,8 @@ import numpy as np
 import textgym  # noqa: F401  (registers the env ids)
 from agents.trainers.checkpoint import check_new_run, last_checkpoint, read_state
 from agents.trainers.config import TrainConfig, read_yaml
-from textgym.tasks import TASKS
+from textgym.rewards.potential import PotentialConfig
+from textgym.tasks import TASKS, TRAINED_SOURCES
 
 DESCRIPTIONS = {task.env_id: task.summary for task in TASKS.values()} | {
     "textgym/TextGeneration-v0": "free text generation from the shipped prompts; no score unless you pass a scorer"
@@ -115,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default=None)
 
     commands.add_parser("list", help="the registered env ids")
+
+    potential = commands.add_parser("potential", help="fit a learned potential for reward_mode 'learned'",
+                                    description="Sample rollouts of a base model on an env's train prompts and fit "
+                                                "Φ(prompt, prefix) ≈ E[final score | prefix] (textgym.rewards).")
+    potential.add_argument("env_id", help="a registered id with a score; see `textgym list`")
+    potential.add_argument("--out", required=True, type=Path, help="the new potential directory (never overwritten)")
+    potential.add_argument("--env-kwargs", type=json_object, default={}, metavar="JSON",
+                           help="more gym.make_vec arguments, as a JSON object")
+    potential.add_argument("--quiet", action="store_true", help="no progress bar")
+    for f in fields(PotentialConfig):
+        potential.add_argument("--" + f.name.replace("_", "-"), type=_flag_type(str(f.type)), default=f.default,
+                               help=f"(default: {f.default})")
     return parser
 
 
@@ -152,7 +165,11 @@ def train(args: argparse.Namespace) -> int:
             config = TrainConfig.from_dict(given_values(args), where=str(args.config or "the flags"))
             check_new_run(config.out)
         # an unknown id or a bad env argument fails here, before any model loads
-        make_envs(config.env_id, 1, config.env_kwargs, reward_mode=config.reward_mode).close()
+        source = TRAINED_SOURCES.get(config.reward_mode)
+        given = {source: getattr(config, source)} if source and getattr(config, source) else None
+        # a source not given is trained first, into --out: until then the env is checked with sparse reward
+        make_envs(config.env_id, 1, config.env_kwargs, sources=given,
+                  reward_mode="sparse" if source and not given else config.reward_mode).close()
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise UsageError(error) from error
     if config.algo.startswith("sb3"):
@@ -221,6 +238,29 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def potential_command(args: argparse.Namespace) -> int:
+    from agents.trainers.rollout import env_arguments
+    from textgym.rewards import train_potential
+
+    if args.out.exists():
+        raise UsageError(f"--out {str(args.out)!r} already exists; choose a new directory (nothing is overwritten)")
+    try:
+        config = PotentialConfig(**{f.name: getattr(args, f.name) for f in fields(PotentialConfig)})
+        kwargs = env_arguments(args.env_id, args.env_kwargs, reward_mode="sparse")
+        trained = train_potential(args.env_id, config, progress=not args.quiet, **kwargs)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise UsageError(error) from error
+    trained.save(args.out)
+    report = trained.record["report"]
+    print(f"{args.env_id}: potential fitted on {trained.record['episodes']} rollouts "
+          f"({trained.record['rollout_tokens']:,} tokens sampled), saved to {args.out}")
+    print(f"correlation of Φ after k tokens with the final score ({report['heldout']} held-out rollouts):")
+    for k, r in report["correlation"].items():
+        if report["episodes_running"][k]:
+            print(f"  {k:<5} {'-' if r is None else f'{r:+.3f}':>7}  ({report['episodes_running'][k]} still running)")
+    return 0
+
+
 def list_command() -> int:
     from agents.trainers.rollout import registered_ids
 
@@ -241,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             return train(args)
         if args.command == "eval":
             return evaluate_command(args)
+        if args.command == "potential":
+            return potential_command(args)
         return list_command()
     except UsageError as error:
         print(f"textgym {args.command}: error: {error}", file=sys.stderr)

@@ -23,7 +23,7 @@ import torch
 
 import textgym
 from common import machine, parse_args, write_json
-from textgym.demo import sample_tokens
+from textgym.models.sampling import sample_tokens
 from textgym.models import load_causal_lm
 from textgym.scorers import run_scorer
 from textgym.tasks import TASKS

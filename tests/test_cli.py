@@ -69,7 +69,7 @@ def test_train_with_stable_baselines3(tmp_path, algo):
     (["train", "--num-envs", "6", "--minibatch-size", "4"], "must be a multiple of minibatch_size"),
     (["eval", "tiny"], "is not a textgym run; pass --env ID"),
     (["train", "--env-kwargs", '{"max_new_tokens": 0}'], "max_new_tokens must be >= 1, got 0"),
-    (["train", "--reward-mode", "dense"], "reward_mode must be one of ['sparse', 'immediate']"),
+    (["train", "--reward-mode", "dense"], "reward_mode must be one of ['sparse', 'immediate', 'learned'"),
     (["train", "--resume", "--out", "no/such/run"], "no/such/run holds no checkpoint to resume from"),
     (["train", "--config", "no/such.yaml"], "config file 'no/such.yaml' does not exist"),
     (["train", "--config", "tests"], "config file 'tests' is a directory"),

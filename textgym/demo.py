@@ -12,13 +12,10 @@ import argparse
 from dataclasses import dataclass
 
 import gymnasium as gym
-import numpy as np
-import torch
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.models import load_causal_lm
-from textgym.models.cache import positions
-from textgym.models.sampling import action_logits, sample_categorical
+from textgym.models.sampling import first_episodes
 
 
 @dataclass
@@ -30,33 +27,12 @@ class DemoConfig:
     temperature: float = 1.0
 
 
-@torch.no_grad()
-def sample_tokens(model, envs: gym.vector.VectorEnv, obs: dict[str, np.ndarray], temperature: float,
-                  generator: torch.Generator) -> np.ndarray:
-    """One token per env from the LM's next-token distribution at the last (newest) position, among
-    the actions the envs' ``action_masks()`` allow."""
-    ids = torch.from_numpy(obs["input_ids"]).to(model.device)
-    mask = torch.from_numpy(obs["attention_mask"]).to(model.device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1]
-    logits = action_logits(logits, envs.single_action_space.n, temperature, envs.unwrapped.action_masks())
-    return sample_categorical(torch.softmax(logits, dim=-1).cpu(), generator).numpy()
-
-
 def rollout(cfg: DemoConfig) -> list[dict]:
     """The first episode of each of ``cfg.episodes`` envs, as their end-of-episode infos."""
     envs = gym.make_vec(cfg.env_id, num_envs=cfg.episodes)
-    model = load_causal_lm(cfg.model)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    obs, _ = envs.reset(seed=cfg.seed)
-    finished: dict[int, dict] = {}
-    while len(finished) < cfg.episodes:
-        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, envs, obs, cfg.temperature, generator))
-        for i in np.flatnonzero(terminated | truncated):
-            if i not in finished:
-                finished[i] = {key: info[key][i] for key in ("prompt", "completion", "score")}
-                finished[i]["ended_by"] = "EOS" if terminated[i] else "length limit"
+    _, infos = first_episodes(load_causal_lm(cfg.model), envs, cfg.seed, cfg.temperature)
     envs.close()
-    return [finished[i] for i in sorted(finished)]
+    return [{key: info[key] for key in ("prompt", "completion", "score", "ended_by")} for info in infos]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from textgym.tasks import REWARD_MODES
+from textgym.tasks import REWARD_MODES, TRAINED_SOURCES
 
 ALGOS = ("ppo", "grpo", "rloo", "sb3-ppo", "sb3-maskable-ppo")
 KL_ESTIMATORS = ("k1", "k3")
@@ -49,6 +49,10 @@ class TrainConfig:
     seed: int = knob(0, "seeds the envs, the sampling and the updates")
     device: str | None = knob(None, "'cpu' or 'cuda'; unset: CUDA when present, else CPU")
     reward_mode: str = knob("immediate", f"task envs: one of {', '.join(REWARD_MODES)} (sparse: the score at the end)")
+    potential: str | None = knob(None, "reward_mode learned: a `textgym potential` dir; unset: one is trained "
+                                       "into OUT/potential first")
+    implicit: str | None = knob(None, "reward_mode implicit: a trained implicit-reward dir; unset: one is trained "
+                                      "into OUT/implicit first")
     env_kwargs: dict[str, Any] = knob(dict, "more gym.make_vec arguments, as a JSON object")
     num_envs: int = knob(32, "episodes per iteration and process")
 
@@ -141,8 +145,12 @@ class TrainConfig:
                 fail("group_size", f">= 2 for {self.algo} (its baseline compares samples of one prompt)")
             if self.num_envs % self.group_size:
                 raise ValueError(f"num_envs ({self.num_envs}) must be a multiple of group_size ({self.group_size})")
-        if not isinstance(self.env_kwargs, dict) or {"split", "reward_mode"} & set(self.env_kwargs):
-            fail("env_kwargs", "a dict of gym.make_vec arguments (reward_mode is its own field; the trainer "
+        for mode, name in TRAINED_SOURCES.items():
+            if getattr(self, name) is not None and self.reward_mode != mode:
+                raise ValueError(f"{name} ({getattr(self, name)!r}) is the trained source of reward_mode {mode!r}; "
+                                 f"got reward_mode {self.reward_mode!r}")
+        if not isinstance(self.env_kwargs, dict) or {"split", "reward_mode", *TRAINED_SOURCES.values()} & set(self.env_kwargs):
+            fail("env_kwargs", "a dict of gym.make_vec arguments (reward_mode, potential and implicit are fields; the trainer "
                  "trains on split='train' and samples from 'test')")
 
     @property

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -35,7 +36,8 @@ from transformers.generation.logits_process import (
 from agents.trainers.policy import autocast
 from textgym.models.cache import cache_of, cached, positions, preallocated_cache
 from textgym.models.sampling import action_logits, sample_categorical
-from textgym.tasks import TASKS
+from textgym.rewards import ImplicitConfig, PotentialConfig, implicit, potential, train_implicit_reward, train_potential
+from textgym.tasks import TASKS, TRAINED_SOURCES
 
 
 @dataclass(frozen=True)
@@ -105,21 +107,48 @@ def registered_ids() -> list[str]:
 
 
 def env_arguments(env_id: str, env_kwargs: dict | None = None, split: str | None = None,
-                  reward_mode: str | None = None) -> dict:
-    """``env_kwargs`` plus ``split`` and ``reward_mode``, which only task ids take (other ids have
-    one prompt set and no task score to shape); an unknown id is an error listing the known ones."""
+                  reward_mode: str | None = None, sources: dict[str, str] | None = None) -> dict:
+    """``env_kwargs`` plus ``split``, ``reward_mode`` and the trained ``sources`` (``reward_sources``),
+    which only task ids take (other ids have one prompt set and no task score to shape); an unknown
+    id is an error listing the known ones."""
     if env_id not in gym.registry:
         raise ValueError(f"unknown env id {env_id!r}; registered textgym ids are {registered_ids()}")
     kwargs = dict(env_kwargs or {})
     if env_id in TASK_IDS:
         kwargs |= {k: v for k, v in [("split", split), ("reward_mode", reward_mode)] if v is not None}
+        kwargs |= sources or {}
     return kwargs
 
 
 def make_envs(env_id: str, num_envs: int, env_kwargs: dict | None = None, split: str | None = None,
-              reward_mode: str | None = None):
+              reward_mode: str | None = None, sources: dict[str, str] | None = None):
     """``gym.make_vec(env_id, num_envs)`` with ``env_arguments``."""
-    return gym.make_vec(env_id, num_envs=num_envs, **env_arguments(env_id, env_kwargs, split, reward_mode))
+    return gym.make_vec(env_id, num_envs=num_envs, **env_arguments(env_id, env_kwargs, split, reward_mode, sources))
+
+
+SOURCE_TRAINERS = {  # env kwarg -> (how to train it, its config, the record that marks it complete)
+    "potential": (train_potential, PotentialConfig, potential.RECORD),
+    "implicit": (train_implicit_reward, ImplicitConfig, implicit.RECORD),
+}
+
+
+def reward_sources(config, progress: bool = False) -> dict[str, str]:
+    """The trained source of ``config.reward_mode``, as env kwargs: ``{"potential": DIR}`` for
+    "learned", ``{"implicit": DIR}`` for "implicit", nothing for the other modes. A source the config
+    does not name is trained into ``OUT/<name>`` first, from rollouts of ``config.model``, once: a
+    resumed run reuses it."""
+    name = TRAINED_SOURCES.get(config.reward_mode)
+    if name is None:
+        return {}
+    if getattr(config, name) is not None:
+        return {name: getattr(config, name)}
+    train, settings, record = SOURCE_TRAINERS[name]
+    path = Path(config.out) / name
+    if not (path / record).is_file():
+        kwargs = env_arguments(config.env_id, config.env_kwargs, reward_mode="sparse")
+        train(config.env_id, settings(model=config.model, seed=config.seed, device=config.device), progress=progress,
+              **kwargs).save(path)
+    return {name: str(path)}
 
 
 class Rollout:

@@ -33,7 +33,7 @@ from agents.policies import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy, 
 from agents.trainers.checkpoint import check_new_run
 from agents.trainers.config import TrainConfig
 from agents.trainers.metrics import MetricsLog, plot_learning_curve
-from agents.trainers.rollout import env_arguments
+from agents.trainers.rollout import env_arguments, reward_sources
 from textgym.models import atomic_directory
 
 SB3_NAMES = {"train/clip_fraction": "val/clipfrac", "train/value_loss": "val/value_loss",
@@ -88,7 +88,8 @@ def train_sb3(config: TrainConfig, progress: bool = True) -> Path:
     check_new_run(config.out)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    env_kwargs = env_arguments(config.env_id, config.env_kwargs, reward_mode=config.reward_mode)
+    env_kwargs = env_arguments(config.env_id, config.env_kwargs, reward_mode=config.reward_mode,
+                               sources=reward_sources(config, progress))
     envs = make_vec_env(config.env_id, n_envs=config.num_envs, seed=config.seed, env_kwargs=env_kwargs)
     horizon = envs.get_attr("unwrapped")[0].mdp.max_new_tokens
     lora = {"r": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_dropout": 0.0} if config.lora else None

@@ -50,7 +50,7 @@ from agents.trainers.metrics import MetricsLog, plot_learning_curve
 from agents.trainers.policy import Reference, TokenPolicy
 from agents.trainers.ppo import PPO
 from agents.trainers.rloo import RLOO
-from agents.trainers.rollout import Rollout, Sampling, evaluate, make_envs
+from agents.trainers.rollout import Rollout, Sampling, evaluate, make_envs, reward_sources
 from textgym.models import load_tokenizer, save_pretrained_atomically
 from textgym.models.cache import check_positions
 
@@ -76,7 +76,9 @@ class Trainer:
         self.out = Path(c.out)
         self.accelerator = Accelerator(cpu=c.device == "cpu")
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
-        self.envs = make_envs(c.env_id, c.num_envs, c.env_kwargs, reward_mode=c.reward_mode)
+        with self.accelerator.main_process_first():  # the main process trains a reward source once
+            sources = reward_sources(c, progress and self.accelerator.is_main_process)
+        self.envs = make_envs(c.env_id, c.num_envs, c.env_kwargs, reward_mode=c.reward_mode, sources=sources)
         self.sampling = Sampling.from_config(c)
         self.rollout = Rollout(self.envs, self.sampling)
         self.algo = ALGORITHMS[c.algo](c)

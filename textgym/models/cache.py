@@ -36,6 +36,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import Cache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
@@ -134,6 +135,13 @@ class RowCache:
             for layer, fresh in zip(self.kv.layers, kv.layers):
                 layer.keys[rows], layer.values[rows] = fresh.keys.to(layer.keys.dtype), fresh.values.to(layer.values.dtype)
         return logits, hidden
+
+    def tokens_for(self, rows: np.ndarray | torch.Tensor, tokens: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The ``advance`` argument when only ``rows`` stepped: their ``tokens``, and pad in the other
+        rows (they restart next, and ``restart`` overwrites them)."""
+        new = torch.full((self.num_rows,), self.pad_id, dtype=torch.long, device=self.device)
+        new[torch.as_tensor(rows, device=self.device)] = torch.as_tensor(tokens, device=self.device)
+        return new
 
     @torch.no_grad()
     def advance(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

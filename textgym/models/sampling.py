@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from textgym.models.cache import positions
+
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One index per row of ``probs`` (N, V), drawn with probability proportional to the row's
@@ -56,3 +58,35 @@ def action_logits(logits: torch.Tensor, vocab: int, temperature: float = 1.0,
         return logits
     allowed = torch.as_tensor(allowed, device=logits.device)
     return logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+
+
+@torch.no_grad()
+def sample_tokens(model, envs, obs: dict[str, np.ndarray], temperature: float,
+                  generator: torch.Generator) -> np.ndarray:
+    """One token per env of the vector env ``envs`` from the LM's next-token distribution at the
+    newest position of ``obs``, among the actions the envs' ``action_masks()`` allow."""
+    ids = torch.from_numpy(obs["input_ids"]).to(model.device)
+    mask = torch.from_numpy(obs["attention_mask"]).to(model.device)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1]
+    logits = action_logits(logits, envs.single_action_space.n, temperature, envs.unwrapped.action_masks())
+    return sample_categorical(torch.softmax(logits, dim=-1).cpu(), generator).numpy()
+
+
+def first_episodes(model, envs, seed: int, temperature: float = 1.0) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Run every env of ``envs`` through its first episode, ``model`` sampling each token.
+
+    Returns the reset observations (the prompts, as the envs tokenized them) and, in env order, each
+    first episode's ``prompt``, ``completion``, ``completion_ids``, ``score`` and ``ended_by`` ("EOS"
+    or "length limit").
+    """
+    generator = torch.Generator().manual_seed(seed)
+    first, _ = envs.reset(seed=seed)
+    obs = first
+    finished: dict[int, dict] = {}
+    while len(finished) < envs.num_envs:
+        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, envs, obs, temperature, generator))
+        for i in np.flatnonzero(terminated | truncated):
+            if i not in finished:
+                finished[i] = {key: info[key][i] for key in ("prompt", "completion", "completion_ids", "score")}
+                finished[i]["ended_by"] = "EOS" if terminated[i] else "length limit"
+    return first, [finished[i] for i in range(envs.num_envs)]

@@ -41,12 +41,13 @@ from gymnasium.vector import AutoresetMode
 from textgym.envs import TextGenerationEnv, TextGenerationVectorEnv
 from textgym.envs.core import unexpected_arguments
 from textgym.scorers.base import Scorer
-from textgym.rewards import PREFERENCE_MODEL, RewardModelScore
+from textgym.rewards import PREFERENCE_MODEL, ImplicitTokenReward, LearnedPotential, RewardModelScore
 from textgym.scorers import AnswerDigits, KeywordCoverage, NumericMatch, Repetition, VaderSentiment, rouge, weighted
 from textgym.tasks import data
 from textgym.wrappers import PotentialShaping, TokenRewardWrapper, VectorTokenRewardWrapper
 
-REWARD_MODES = ("sparse", "immediate")
+REWARD_MODES = ("sparse", "immediate", "learned", "implicit")
+TRAINED_SOURCES = {"learned": "potential", "implicit": "implicit"}  # mode -> the kwarg naming its trained directory
 OVERRIDABLE = ("tokenizer", "max_prompt_tokens", "max_new_tokens", "stop_on_eos", "disallowed_token_ids",
                "allow_masked_actions")
 
@@ -110,19 +111,35 @@ def _task_setup(task: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
     spec = TASKS[task]
-    valid = ["split", "reward_mode", *OVERRIDABLE]
+    valid = ["split", "reward_mode", *TRAINED_SOURCES.values(), *OVERRIDABLE]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise unexpected_arguments(spec.env_id, unknown, valid)
     split, reward_mode = kwargs.pop("split", "train"), kwargs.pop("reward_mode", "sparse")
     if reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {list(REWARD_MODES)}, got {reward_mode!r}")
+    sources = {name: kwargs.pop(name, None) for name in TRAINED_SOURCES.values()}
+    for mode, name in TRAINED_SOURCES.items():
+        if (sources[name] is None) == (reward_mode == mode):
+            raise ValueError(f"{name}=DIR goes with reward_mode={mode!r} and only with it (`textgym train "
+                             f"{spec.env_id} --reward-mode {mode}` trains one); got reward_mode={reward_mode!r}, "
+                             f"{name}={sources[name]!r}")
     prompts, references = spec.data(data.check_split(split))
     scorer = spec.scorer()
     config = {"prompts": prompts, "references": references, "scorer": scorer,
               "max_prompt_tokens": spec.max_prompt_tokens, "max_new_tokens": spec.max_new_tokens, **kwargs}
-    potential = spec.potential() if spec.potential else scorer
-    return config, [PotentialShaping(potential)] if reward_mode == "immediate" else []
+    return config, _reward_components(spec, reward_mode, scorer, sources)
+
+
+def _reward_components(spec: Task, reward_mode: str, scorer: Scorer, sources: dict[str, str | None]) -> list:
+    """The per-token reward components of ``reward_mode`` (the score itself is the env's)."""
+    if reward_mode == "immediate":
+        return [PotentialShaping(spec.potential() if spec.potential else scorer)]
+    if reward_mode == "learned":
+        return [PotentialShaping(LearnedPotential(sources["potential"], env_id=spec.env_id))]
+    if reward_mode == "implicit":
+        return [ImplicitTokenReward(sources["implicit"], env_id=spec.env_id)]
+    return []
 
 
 def make_task_env(task: str, render_mode: str | None = None, **kwargs: Any) -> TokenRewardWrapper:

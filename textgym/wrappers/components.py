@@ -6,12 +6,13 @@ negatively. Apply them with ``TokenRewardWrapper`` (single env) or ``VectorToken
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from textgym.scorers.base import run_scorer
+from textgym.scorers.base import run_scorer, scorer_name
 from textgym.scorers.rules import KeywordCoverage
 from textgym.wrappers.base import Episodes, TokenReward, Transition
 
@@ -22,13 +23,63 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
-class PotentialShaping(TokenReward):
-    """r_t += γ·Φ(s_{t+1}) − Φ(s_t), with Φ the scorer on the partial completion and Φ(end) = 0.
+class Potential(ABC):
+    """Φ of every env's state, for ``PotentialShaping``: one value per row, batched over the envs.
 
-    This is the shaping that provably leaves the optimal policy unchanged (Ng, Harada & Russell,
-    1999): with γ = 1 the shaping terms of an episode telescope to −Φ(s_0) = −score(prompt, ""),
-    which no action can change. Each token costs one batched scorer call, because Φ of the
-    previous state is cached per env.
+    ``start`` gives Φ(s_0) of new episodes and ``step`` Φ of each row's state after a transition
+    (``PotentialShaping`` sets Φ = 0 where the episode ended). Potentials that keep per-env state
+    (a KV cache) allocate it in ``bind``.
+    """
+
+    name: str = "potential"
+
+    def bind(self, mdp, num_slots: int) -> None:
+        """Serve ``num_slots`` envs of ``mdp``; stateless potentials ignore this."""
+
+    @abstractmethod
+    def start(self, episodes: Episodes) -> np.ndarray:
+        """Φ(prompt) of each new episode, shape ``(k,)``."""
+
+    @abstractmethod
+    def step(self, transition: Transition) -> np.ndarray:
+        """Φ of each row's new state, shape ``(k,)``; rows that ended may hold anything."""
+
+
+class ScorerPotential(Potential):
+    """Φ(s) = a sequence scorer's score of the partial completion: one batched call per step, for the
+    rows still running."""
+
+    def __init__(self, scorer: Callable):
+        if not callable(scorer):
+            raise TypeError(f"PotentialShaping needs a scorer (prompts, completions) -> scores or a Potential, "
+                            f"got {scorer!r}")
+        self.scorer = scorer
+        self.name = scorer_name(scorer)
+
+    def bind(self, mdp, num_slots: int) -> None:
+        self.mdp = mdp
+
+    def start(self, episodes: Episodes) -> np.ndarray:
+        return run_scorer(self.scorer, episodes.prompts, [""] * len(episodes.slots), episodes.references)
+
+    def step(self, t: Transition) -> np.ndarray:
+        values = np.zeros(len(t.slots))
+        live = np.flatnonzero(~t.done)
+        if len(live):
+            texts = self.mdp.decode([t.completion_ids(i) for i in live])
+            references = None if t.references is None else [t.references[i] for i in live]
+            values[live] = run_scorer(self.scorer, [t.prompts[i] for i in live], texts, references)
+        return values
+
+
+class PotentialShaping(TokenReward):
+    """r_t += γ·Φ(s_{t+1}) − Φ(s_t), with Φ(end) = 0.
+
+    Φ is a ``Potential`` (``textgym.rewards.LearnedPotential``, say) or a sequence scorer, read
+    on the partial completion. This is the shaping that provably leaves the optimal policy
+    unchanged (Ng, Harada & Russell, 1999): with γ = 1 the shaping terms of an episode telescope
+    to −Φ(s_0), which no action can change. Each token costs one batched call of Φ, because Φ of
+    the previous state is cached per env.
 
     Example:
         >>> import gymnasium as gym, textgym
@@ -44,32 +95,29 @@ class PotentialShaping(TokenReward):
 
     name = "potential_shaping"
 
-    def __init__(self, scorer: Callable, gamma: float = 1.0, weight: float = 1.0):
+    def __init__(self, potential: Potential | Callable, gamma: float = 1.0, weight: float = 1.0):
         super().__init__(weight)
-        if not callable(scorer):
-            raise TypeError(f"PotentialShaping needs a scorer (prompts, completions) -> scores, got {scorer!r}")
+        self.source = potential if isinstance(potential, Potential) else ScorerPotential(potential)
         if not 0 <= gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        self.scorer, self.gamma = scorer, float(gamma)
+        self.gamma = float(gamma)
 
     def bind(self, mdp, num_slots: int) -> None:
         super().bind(mdp, num_slots)
+        self.source.bind(mdp, num_slots)
         self.potential = np.zeros(num_slots)  # Φ of each env's current state
 
     def start(self, episodes: Episodes) -> None:
-        empty = [""] * len(episodes.slots)
-        self.potential[episodes.slots] = run_scorer(self.scorer, episodes.prompts, empty, episodes.references)
+        self.potential[episodes.slots] = self.source.start(episodes)
 
     def rewards(self, t: Transition) -> np.ndarray:
-        following = np.zeros(len(t.slots))  # Φ(terminal) = 0
-        live = np.flatnonzero(~t.done)
-        if len(live):
-            texts = self.mdp.decode([t.completion_ids(i) for i in live])
-            references = None if t.references is None else [t.references[i] for i in live]
-            following[live] = run_scorer(self.scorer, [t.prompts[i] for i in live], texts, references)
+        following = np.where(t.done, 0.0, self.source.step(t))  # Φ(terminal) = 0
         shaping = self.gamma * following - self.potential[t.slots]
         self.potential[t.slots] = following
         return shaping
+
+    def __repr__(self) -> str:
+        return f"PotentialShaping({self.source.name}, gamma={self.gamma}, weight={self.weight})"
 
 
 class RepetitionPenalty(TokenReward):

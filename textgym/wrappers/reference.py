@@ -6,6 +6,7 @@ per-token KL penalty −β·(log π − log π_ref) used by RLHF-style PPO.
 
 The reference LM runs once per env step for the whole batch, on one new token per env, with a KV
 cache kept across steps; a full forward happens only when an episode starts, for that env's row.
+``ActionLogProbs`` is that mechanism, which ``textgym.rewards.ImplicitTokenReward`` uses too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,40 @@ from transformers import PreTrainedModel
 from textgym.models import load_causal_lm
 from textgym.models.cache import RowCache
 from textgym.wrappers.base import Episodes, TokenReward, Transition
+
+
+class ActionLogProbs:
+    """log π(a_t | s_t) of each env's actions under a frozen LM, batched, with a KV cache."""
+
+    def __init__(self, model: str | Path | PreTrainedModel, device: str | torch.device | None = None):
+        self.model = model if isinstance(model, PreTrainedModel) else load_causal_lm(model, device=device)
+        if device is not None:
+            self.model.to(device)
+        self.model.requires_grad_(False).eval()
+        self.device = self.model.device
+
+    def bind(self, mdp, num_slots: int) -> None:
+        if self.model.config.vocab_size < mdp.vocab_size:
+            raise ValueError(f"the LM {self.model.config.name_or_path!r} has {self.model.config.vocab_size} logits but "
+                             f"the env has {mdp.vocab_size} actions; use an LM with the env's tokenizer")
+        self.cache = RowCache(self.model, num_slots, mdp.length, mdp.pad_id)
+        self.logprobs = torch.zeros(num_slots, self.model.config.vocab_size, device=self.device)
+
+    def start(self, episodes: Episodes) -> None:
+        """Run the new episodes' whole rows once, into the batch cache."""
+        slots = torch.as_tensor(episodes.slots, device=self.device)
+        logits, _ = self.cache.restart(slots, torch.as_tensor(episodes.input_ids),
+                                       torch.as_tensor(episodes.attention_mask))
+        self.logprobs[slots] = torch.log_softmax(logits, dim=-1)
+
+    def taken(self, t: Transition) -> np.ndarray:
+        """log π(a_t | s_t) of the transition's new tokens; then every row advances by its token."""
+        slots = torch.as_tensor(t.slots, device=self.device)
+        tokens = torch.as_tensor(t.new_tokens, device=self.device)
+        logprobs = self.logprobs[slots, tokens].cpu().numpy().astype(np.float64)
+        logits, _ = self.cache.advance(self.cache.tokens_for(slots, tokens))
+        self.logprobs = torch.log_softmax(logits, dim=-1)
+        return logprobs
 
 
 class ReferenceLogProb(TokenReward):
@@ -40,34 +75,15 @@ class ReferenceLogProb(TokenReward):
     def __init__(self, model: str | Path | PreTrainedModel = "tiny", beta: float = 0.05,
                  device: str | torch.device | None = None):
         super().__init__(beta)  # the weight is β
-        self.model = model if isinstance(model, PreTrainedModel) else load_causal_lm(model, device=device)
-        if device is not None:
-            self.model.to(device)
-        self.model.requires_grad_(False).eval()
-        self.device = self.model.device
+        self.reference = ActionLogProbs(model, device)
+        self.model = self.reference.model
 
     def bind(self, mdp, num_slots: int) -> None:
         super().bind(mdp, num_slots)
-        if self.model.config.vocab_size < mdp.vocab_size:
-            raise ValueError(f"the reference LM has {self.model.config.vocab_size} logits but the env has "
-                             f"{mdp.vocab_size} actions; use a reference LM with the env's tokenizer")
-        self.cache = RowCache(self.model, num_slots, mdp.length, mdp.pad_id)
-        self.logprobs = torch.zeros(num_slots, self.model.config.vocab_size, device=self.device)
+        self.reference.bind(mdp, num_slots)
 
     def start(self, episodes: Episodes) -> None:
-        """Run the new episodes' whole rows once, into the batch cache."""
-        slots = torch.as_tensor(episodes.slots, device=self.device)
-        logits, _ = self.cache.restart(slots, torch.as_tensor(episodes.input_ids),
-                                       torch.as_tensor(episodes.attention_mask))
-        self.logprobs[slots] = torch.log_softmax(logits, dim=-1)
+        self.reference.start(episodes)
 
     def rewards(self, t: Transition) -> np.ndarray:
-        slots = torch.as_tensor(t.slots, device=self.device)
-        tokens = torch.as_tensor(t.new_tokens, device=self.device)
-        rewards = self.logprobs[slots, tokens].cpu().numpy().astype(np.float64)
-        # Envs that did not step (they restart next) advance with pad; start() overwrites them.
-        new = torch.full((self.num_slots,), self.mdp.pad_id, dtype=torch.long, device=self.device)
-        new[slots] = tokens
-        logits, _ = self.cache.advance(new)
-        self.logprobs = torch.log_softmax(logits, dim=-1)
-        return rewards
+        return self.reference.taken(t)
