@@ -1,16 +1,26 @@
-"""Immediate versus sparse reward: the same algorithm, token budget and hyperparameters, both modes.
+"""Immediate versus sparse reward (study v2): the same algorithm, token budget and hyperparameters,
+every reward mode.
 
-For every task in ``textgym.tasks.TASKS``, PPO and then GRPO train the embedded model with
-``reward_mode="sparse"`` (the task score at the last token) and ``"immediate"`` (the same score,
-potential-shaped: a reward at every token), over several seeds. Everything else is equal,
-including the KL penalty to the base model.
+For every task in ``textgym.tasks.TASKS``, PPO and then GRPO train the embedded model in each
+reward mode of ``MODES``, over several seeds: ``"sparse"`` (the task score at the last token),
+``"immediate"`` (the same score, potential-shaped with the score of the partial text),
+``"learned"`` (shaped with a learned potential) and ``"implicit"`` (PRIME's implicit token reward).
+Everything else is equal, including the KL penalty to the base model. The two trained sources are
+fitted once per task, before any run, to rollouts of the base model (``--sources`` caches them);
+their rollout tokens and minutes are reported, since they are a one-time cost the runs share.
 
 Reported per task, algorithm and mode (mean ± std over seeds):
 
 - tokens to reach the task's threshold: the first step at which the training score, averaged over
-  the last ``SMOOTHING`` iterations, reaches it (None: not within the budget);
+  the last ``SMOOTHING`` iterations, reaches it (None: not within the budget); and the same plus
+  the source's training rollouts;
+- wall-clock minutes to the threshold (runs share the machine side by side, so modes compare);
 - the final test score (``--episodes`` sampled episodes of the test split, the same for all runs);
 - the final KL to the base model, per episode.
+
+The goal (issue 13): on at least 3 of the 5 tasks, the best dense mode reaches the threshold with
+at most half of sparse's RL tokens, for PPO and for GRPO alike, and never ends below sparse by
+more than one standard deviation. The script prints, per task and algorithm, whether it is met.
 
 The thresholds are fixed before any run: halfway from the base model's test score to the gold
 score, both from ``results/task_baselines.json`` (``benchmarks/task_baselines.py``).
@@ -20,13 +30,14 @@ single-threaded runs beat one two-threaded run). Writes ``results/immediate_vs_s
 one PNG of learning curves per task (``results/immediate_vs_sparse_<task>.png``, mean over seeds
 with a ±1 std band).
 
-    python benchmarks/immediate_vs_sparse.py            # the study: ~60 min on 2 cores
+    python benchmarks/immediate_vs_sparse.py            # the study: ~70 min on 2 cores
     python benchmarks/immediate_vs_sparse.py --quick    # a smoke run: 1 seed, tiny budgets
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -43,10 +54,33 @@ from common import (
 from textgym.tasks import TASKS
 
 ALGOS = ("ppo", "grpo")
-MODES = ("sparse", "immediate")  # TODO(study v2): the dense sources, each trained once per task
+MODES = ("sparse", "immediate", "learned", "implicit")
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 HYPERPARAMETERS = dict(lr=3e-5, kl_coef=0.05, num_envs=32, minibatch_size=16, epochs=4, group_size=4,
                        checkpoint_every=10**9)  # no periodic checkpoints: the study only needs the end
 BUDGETS = {name: task.study_tokens for name, task in TASKS.items()}
+QUICK_SOURCES = dict(episodes=16, heldout=8, num_envs=8, epochs=1)
+
+
+def train_sources(task: str, root: Path, quick: bool) -> dict:
+    """The task's learned potential and implicit reward (trained once, or read from ``root``):
+    their directories, rollout tokens, training minutes and fit reports."""
+    quiet_worker()
+    from agents.trainers.rollout import SOURCE_TRAINERS
+
+    sources = {}
+    for name, (train, settings, record) in SOURCE_TRAINERS.items():
+        path = root / task / name
+        if not (path / record).is_file():
+            start = time.perf_counter()
+            config = settings(device="cpu", **QUICK_SOURCES if quick else {})
+            trained = train(TASKS[task].env_id, config, reward_mode="sparse")
+            trained.record["minutes"] = (time.perf_counter() - start) / 60
+            trained.save(path)
+        saved = json.loads((path / record).read_text())
+        sources[name] = {"path": str(path), "rollout_tokens": saved["rollout_tokens"], "minutes": saved["minutes"],
+                         "report": saved["report"]}
+    return sources
 
 
 @dataclass(frozen=True)
@@ -57,6 +91,7 @@ class Run:
     seed: int
     steps: int
     episodes: int
+    sources: dict  # env kwarg -> directory of the trained sources
 
     @property
     def name(self) -> str:
@@ -64,42 +99,70 @@ class Run:
 
 
 def train_one(run: Run) -> dict:
-    """One training run in a worker process; its curve, final test score and KL."""
+    """One training run in a worker process; its curve (with wall-clock minutes), final test score and KL."""
     quiet_worker()
     from agents.trainers import TrainConfig, Trainer
-    from textgym.tasks import TASKS
+    from textgym.tasks import TRAINED_SOURCES
 
     start = time.perf_counter()
+    source = TRAINED_SOURCES.get(run.mode)
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(env_id=TASKS[run.task].env_id, algo=run.algo, reward_mode=run.mode, seed=run.seed,
-                             steps=run.steps, out=out, device="cpu", **HYPERPARAMETERS)
+                             steps=run.steps, out=out, device="cpu", **HYPERPARAMETERS,
+                             **{source: run.sources[source]} if source else {})
         trainer = Trainer(config, progress=False)
-        trainer.train()
-        rows = trainer.log.rows
+        rows, minutes = [], []
+        while trainer.steps < run.steps:
+            rows.append(trainer.iterate())
+            minutes.append((time.perf_counter() - start) / 60)
         score = test_score(trainer.policy.lm, config, run.episodes)
     return {
         "task": run.task, "algo": run.algo, "mode": run.mode, "seed": run.seed,
         "steps": [r["step"] for r in rows], "score": [r["objective/score"] for r in rows],
-        "kl": [r["objective/kl"] for r in rows],
+        "kl": [r["objective/kl"] for r in rows], "elapsed_minutes": minutes,
         "test_score": score,
         "final_kl": float(np.mean([r["objective/kl"] for r in rows[-SMOOTHING:]])),
         "minutes": (time.perf_counter() - start) / 60,
     }
 
 
-def summarise(runs: list[dict], threshold: float) -> dict:
-    """One (task, algo, mode) cell over its seeds."""
+def summarise(runs: list[dict], threshold: float, source: dict | None) -> dict:
+    """One (task, algo, mode) cell over its seeds; ``source``: the trained source the mode used."""
     reached = [tokens_to_threshold(r["steps"], r["score"], threshold) for r in runs]
     hits = [t for t in reached if t is not None]
+    minutes = [r["elapsed_minutes"][r["steps"].index(t)] for r, t in zip(runs, reached) if t is not None]
     test = [r["test_score"] for r in runs]
     kl = [r["final_kl"] for r in runs]
+    tokens = float(np.mean(hits)) if hits else None
     return {
         "tokens_to_threshold": reached,
-        "tokens_to_threshold_mean": float(np.mean(hits)) if hits else None,
+        "tokens_to_threshold_mean": tokens,
+        "tokens_to_threshold_with_source_mean": None if tokens is None else tokens + (source or {}).get(
+            "rollout_tokens", 0),
+        "minutes_to_threshold_mean": float(np.mean(minutes)) if minutes else None,
         "reached": f"{len(hits)}/{len(reached)}",
         "test_score_mean": float(np.mean(test)), "test_score_std": float(np.std(test)),
         "final_kl_mean": float(np.mean(kl)), "final_kl_std": float(np.std(kl)),
     }
+
+
+def goal(cells: dict[str, dict]) -> dict:
+    """Issue 13's goal for one (task, algo): the best dense mode's token ratio to sparse, and whether
+    it reaches the threshold with at most half of sparse's tokens without ending below sparse by
+    more than one std."""
+    sparse = cells["sparse"]
+    dense = {m: c for m, c in cells.items() if m != "sparse" and c["tokens_to_threshold_mean"] is not None}
+    if sparse["tokens_to_threshold_mean"] is None or not dense:
+        return {"best": None, "token_ratio": None, "met": False}
+    best = min(dense, key=lambda m: dense[m]["tokens_to_threshold_mean"])
+    ratio = dense[best]["tokens_to_threshold_mean"] / sparse["tokens_to_threshold_mean"]
+    not_worse = dense[best]["test_score_mean"] >= sparse["test_score_mean"] - sparse["test_score_std"]
+    return {"best": best, "token_ratio": ratio, "met": bool(ratio <= 0.5 and not_worse)}
+
+
+def describe(g: dict) -> str:
+    best = "no dense mode reached it" if g["best"] is None else f"{g['best']} at {g['token_ratio']:.2f}x sparse's tokens"
+    return f"{best}, {'met' if g['met'] else 'not met'}"
 
 
 def band(runs: list[dict], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +174,7 @@ def band(runs: list[dict], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def plot_task(task: str, cells: dict[tuple[str, str], list[dict]], threshold: float, path: Path) -> None:
     with figure(path, len(ALGOS), (5 * len(ALGOS), 3.4), sharey=True) as axes:
         for ax, algo in zip(axes, ALGOS):
-            for mode, color in zip(MODES, ("tab:blue", "tab:orange")):
+            for mode, color in zip(MODES, COLORS):
                 runs = cells[algo, mode]
                 grid = np.linspace(0, min(r["steps"][-1] for r in runs), 100)
                 mean, std = band(runs, grid)
@@ -129,29 +192,49 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=128, help="test episodes per run")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiplies every task's token budget")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--sources", type=Path, default=Path(tempfile.gettempdir()) / "textgym-study-sources",
+                        help="where the trained sources are cached, one directory per task")
     args = parse_args(parser, quick={"seeds": 1, "episodes": 16, "budget_scale": 1 / 40})
     limits = thresholds()
-    runs = [Run(task, algo, mode, seed, int(BUDGETS[task] * args.budget_scale), args.episodes)
-            for task, algo, mode, seed in product(args.tasks, ALGOS, MODES, range(args.seeds))]
     start = time.perf_counter()
     cells: dict[tuple[str, str, str], list[dict]] = {}
     with ProcessPoolExecutor(args.workers) as pool:
+        sources_root = args.sources / "quick" if args.quick else args.sources
+        sources = dict(zip(args.tasks, pool.map(train_sources, args.tasks, [sources_root] * len(args.tasks),
+                                                [args.quick] * len(args.tasks))))
+        for task, trained in sources.items():
+            print(f"{task}: " + ", ".join(f"{name} {s['rollout_tokens']:,} rollout tokens, {s['minutes']:.1f} min"
+                                          for name, s in trained.items()), flush=True)
+        runs = [Run(task, algo, mode, seed, int(BUDGETS[task] * args.budget_scale), args.episodes,
+                    {name: s["path"] for name, s in sources[task].items()})
+                for task, algo, mode, seed in product(args.tasks, ALGOS, MODES, range(args.seeds))]
         for run, result in zip(runs, pool.map(train_one, runs)):
             cells.setdefault((run.task, run.algo, run.mode), []).append(result)
             print(f"{run.name}: test {result['test_score']:.3f}, KL {result['final_kl']:.2f}, "
                   f"{result['minutes']:.1f} min", flush=True)
     minutes = (time.perf_counter() - start) / 60
 
-    table = {}
-    print(f"\n{'task':<11}{'algo':<6}{'mode':<10}{'threshold':>10}{'reached':>8}{'tokens to it':>14}"
-          f"{'test score':>16}{'KL/episode':>14}")
+    from textgym.tasks import TRAINED_SOURCES
+
+    table, goals = {}, {}
+    print(f"\n{'task':<11}{'algo':<6}{'mode':<10}{'threshold':>10}{'reached':>8}{'tokens to it':>14}{'+ source':>10}"
+          f"{'minutes':>8}{'test score':>16}{'KL/episode':>14}")
     for (task, algo, mode), cell in cells.items():
-        stats = table.setdefault(task, {}).setdefault(algo, {})[mode] = summarise(cell, limits[task])
-        tokens = stats["tokens_to_threshold_mean"]
+        source = sources[task].get(TRAINED_SOURCES.get(mode, ""))
+        stats = table.setdefault(task, {}).setdefault(algo, {})[mode] = summarise(cell, limits[task], source)
+        tokens, total, took = (stats[k] for k in ("tokens_to_threshold_mean", "tokens_to_threshold_with_source_mean",
+                                                  "minutes_to_threshold_mean"))
         print(f"{task:<11}{algo:<6}{mode:<10}{limits[task]:>10.3f}{stats['reached']:>8}"
-              f"{'-' if tokens is None else f'{tokens:,.0f}':>14}"
+              f"{'-' if tokens is None else f'{tokens:,.0f}':>14}{'-' if total is None else f'{total:,.0f}':>10}"
+              f"{'-' if took is None else f'{took:.2f}':>8}"
               f"{stats['test_score_mean']:>9.3f} ± {stats['test_score_std']:.3f}"
               f"{stats['final_kl_mean']:>8.2f} ± {stats['final_kl_std']:.2f}")
+    print("\ngoal: the best dense mode reaches the threshold with <= 0.5x sparse's tokens, not below sparse - 1 std")
+    for task, algos in table.items():
+        goals[task] = {algo: goal(modes) for algo, modes in algos.items()}
+        print(f"{task:<11}" + "  ".join(f"{algo}: {describe(g)}" for algo, g in goals[task].items()))
+    met = sum(all(g["met"] for g in algos.values()) for algos in goals.values())
+    print(f"tasks meeting the goal for PPO and GRPO alike: {met} of {len(goals)} (goal: 3)")
     print(f"\n{len(runs)} runs in {minutes:.1f} min with {args.workers} workers")
     args.out.mkdir(parents=True, exist_ok=True)
     for task in args.tasks:
@@ -161,7 +244,8 @@ def main() -> None:
         "machine": machine(), "minutes": minutes, "workers": args.workers, "seeds": args.seeds,
         "test_episodes": args.episodes, "hyperparameters": HYPERPARAMETERS,
         "budgets": {t: int(BUDGETS[t] * args.budget_scale) for t in args.tasks}, "thresholds": limits,
-        "smoothing_iterations": SMOOTHING, "results": table,
+        "smoothing_iterations": SMOOTHING, "sources": sources, "results": table, "goal": goals,
+        "tasks_meeting_goal": met,
         "runs": [r for cell in cells.values() for r in cell]})
 
 
