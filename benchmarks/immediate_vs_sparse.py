@@ -4,7 +4,8 @@ every reward mode.
 For every task in ``textgym.tasks.TASKS``, PPO and then GRPO train the embedded model in each
 reward mode of ``MODES``, over several seeds: ``"sparse"`` (the task score at the last token),
 ``"immediate"`` (the same score, potential-shaped with the score of the partial text),
-``"learned"`` (shaped with a learned potential) and ``"implicit"`` (PRIME's implicit token reward).
+``"learned"`` (shaped with a learned potential), ``"implicit"`` (PRIME's implicit token reward) and,
+on reward-model tasks, ``"attention"`` (the score spread by the reward model's attention).
 Everything else is equal, including the KL penalty to the base model. The two trained sources are
 fitted once per task, before any run, to rollouts of the base model (``--sources`` caches them);
 their rollout tokens and minutes are reported, since they are a one-time cost the runs share.
@@ -54,8 +55,15 @@ from common import (
 from textgym.tasks import TASKS
 
 ALGOS = ("ppo", "grpo")
-MODES = ("sparse", "immediate", "learned", "implicit")
-COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+MODES = ("sparse", "immediate", "learned", "implicit", "attention")
+COLORS = dict(zip(MODES, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
+
+
+def modes(task: str) -> list[str]:
+    """The reward modes that apply to ``task``: attention credit needs a reward-model score."""
+    from textgym.rewards import RewardModelScore
+
+    return [m for m in MODES if m != "attention" or isinstance(TASKS[task].scorer(), RewardModelScore)]
 HYPERPARAMETERS = dict(lr=3e-5, kl_coef=0.05, num_envs=32, minibatch_size=16, epochs=4, group_size=4,
                        checkpoint_every=10**9)  # no periodic checkpoints: the study only needs the end
 BUDGETS = {name: task.study_tokens for name, task in TASKS.items()}
@@ -174,8 +182,8 @@ def band(runs: list[dict], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def plot_task(task: str, cells: dict[tuple[str, str], list[dict]], threshold: float, path: Path) -> None:
     with figure(path, len(ALGOS), (5 * len(ALGOS), 3.4), sharey=True) as axes:
         for ax, algo in zip(axes, ALGOS):
-            for mode, color in zip(MODES, COLORS):
-                runs = cells[algo, mode]
+            for mode in (m for m in MODES if (algo, m) in cells):
+                runs, color = cells[algo, mode], COLORS[mode]
                 grid = np.linspace(0, min(r["steps"][-1] for r in runs), 100)
                 mean, std = band(runs, grid)
                 ax.plot(grid, mean, color=color, label=f"{mode} ({len(runs)} seeds)")
@@ -207,7 +215,7 @@ def main() -> None:
                                           for name, s in trained.items()), flush=True)
         runs = [Run(task, algo, mode, seed, int(BUDGETS[task] * args.budget_scale), args.episodes,
                     {name: s["path"] for name, s in sources[task].items()})
-                for task, algo, mode, seed in product(args.tasks, ALGOS, MODES, range(args.seeds))]
+                for task in args.tasks for algo, mode, seed in product(ALGOS, modes(task), range(args.seeds))]
         for run, result in zip(runs, pool.map(train_one, runs)):
             cells.setdefault((run.task, run.algo, run.mode), []).append(result)
             print(f"{run.name}: test {result['test_score']:.3f}, KL {result['final_kl']:.2f}, "
@@ -238,7 +246,7 @@ def main() -> None:
     print(f"\n{len(runs)} runs in {minutes:.1f} min with {args.workers} workers")
     args.out.mkdir(parents=True, exist_ok=True)
     for task in args.tasks:
-        plot_task(task, {(a, m): cells[task, a, m] for a, m in product(ALGOS, MODES)}, limits[task],
+        plot_task(task, {(a, m): cells[task, a, m] for a, m in product(ALGOS, modes(task))}, limits[task],
                   args.out / f"immediate_vs_sparse_{task.lower()}.png")
     write_json(args.out / "immediate_vs_sparse.json", {
         "machine": machine(), "minutes": minutes, "workers": args.workers, "seeds": args.seeds,

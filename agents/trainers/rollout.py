@@ -195,6 +195,8 @@ class Rollout:
             ended = alive & (terminated | truncated)
             for i in np.flatnonzero(ended):
                 scores[i], completions[i], eos[i] = info["score"][i], info["completion"][i], terminated[i]
+                if info.get("_reward_redistribution", np.zeros(n, bool))[i]:  # hindsight credit (AttentionCredit)
+                    rewards[i, : t + 1] += np.asarray(info["reward_redistribution"][i], np.float32)
             alive &= ~ended
             steps = t + 1
             if not alive.any():

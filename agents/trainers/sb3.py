@@ -78,6 +78,51 @@ class MetricsCallback(BaseCallback):
         self.scores, self.lengths, self.eos = [], [], []
 
 
+class RedistributeRewards(BaseCallback):
+    """Apply the envs' hindsight credit (``info["reward_redistribution"]``, e.g. ``AttentionCredit``'s)
+    to stock SB3's rollout buffer, then recompute its returns and advantages.
+
+    SB3 calls ``on_step`` before it stores the step, so the last token's share goes into this step's
+    reward and the earlier tokens' into the buffer rows of the episode. Tokens of an episode that
+    began in an earlier rollout were already trained on: their share goes to the episode's first
+    token in this rollout, so the episode's rewards still sum to its return.
+
+    Example:
+        >>> from stable_baselines3 import PPO
+        >>> import gymnasium as gym, textgym
+        >>> from agents import LLMActorCriticPolicy
+        >>> env = gym.make("textgym/Preference-v0", reward_mode="attention", max_new_tokens=4)
+        >>> model = PPO(LLMActorCriticPolicy, env, n_steps=8, batch_size=8, n_epochs=1, device="cpu")
+        >>> _ = model.learn(8, callback=RedistributeRewards())
+    """
+
+    def _on_rollout_start(self) -> None:
+        self.rows = [[] for _ in range(self.training_env.num_envs)]  # buffer rows of each env's episode
+        self.changed = False
+
+    def _on_step(self) -> bool:
+        buffer, rewards = self.model.rollout_buffer, self.locals["rewards"]
+        for env, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"])):
+            self.rows[env].append(buffer.pos)
+            if done and info.get("reward_redistribution") is not None:
+                shift = np.asarray(info["reward_redistribution"], dtype=np.float64)
+                k = min(len(self.rows[env]), len(shift))
+                here = shift[len(shift) - k :].copy()
+                here[0] += shift[: len(shift) - k].sum()
+                for row, value in zip(self.rows[env][-k:-1], here[:-1]):
+                    buffer.rewards[row, env] += value
+                rewards[env] += here[-1]
+                self.changed = True
+            if done:
+                self.rows[env] = []
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.changed:
+            self.model.rollout_buffer.compute_returns_and_advantage(last_values=self.locals["values"],
+                                                                    dones=self.locals["dones"])
+
+
 def train_sb3(config: TrainConfig, progress: bool = True) -> Path:
     """Train with stock SB3 PPO or MaskablePPO; returns the checkpoint directory."""
     from sb3_contrib import MaskablePPO
@@ -99,7 +144,7 @@ def train_sb3(config: TrainConfig, progress: bool = True) -> Path:
                  max_grad_norm=config.max_grad_norm, seed=config.seed, device=config.device or "auto",
                  policy_kwargs={"model": config.model, "lora": lora, "temperature": config.temperature})
     log = MetricsLog(out, config.steps, progress=progress)
-    model.learn(config.steps, callback=MetricsCallback(log))
+    model.learn(config.steps, callback=[MetricsCallback(log), RedistributeRewards()])
     log.close()
     with atomic_directory(out / "checkpoint") as tmp:
         save(model, tmp / "model")

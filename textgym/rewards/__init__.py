@@ -28,6 +28,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from textgym.models import default_device, save_pretrained_atomically, tiny_path
 from textgym.scorers.learned import SequenceClassifierScore, classifier_logits, classifier_tokenizer
+from textgym.rewards.attention import AttentionCredit
 from textgym.rewards.implicit import ImplicitConfig, ImplicitTokenReward, TrainedImplicitReward, train_implicit_reward
 from textgym.rewards.potential import LearnedPotential, PotentialConfig, TrainedPotential, train_potential
 

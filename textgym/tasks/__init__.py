@@ -40,13 +40,13 @@ from gymnasium.vector import AutoresetMode
 
 from textgym.envs import TextGenerationEnv, TextGenerationVectorEnv
 from textgym.envs.core import unexpected_arguments
-from textgym.scorers.base import Scorer
-from textgym.rewards import PREFERENCE_MODEL, ImplicitTokenReward, LearnedPotential, RewardModelScore
+from textgym.scorers.base import Scorer, scorer_name
+from textgym.rewards import PREFERENCE_MODEL, AttentionCredit, ImplicitTokenReward, LearnedPotential, RewardModelScore
 from textgym.scorers import AnswerDigits, KeywordCoverage, NumericMatch, Repetition, VaderSentiment, rouge, weighted
 from textgym.tasks import data
 from textgym.wrappers import PotentialShaping, TokenRewardWrapper, VectorTokenRewardWrapper
 
-REWARD_MODES = ("sparse", "immediate", "learned", "implicit")
+REWARD_MODES = ("sparse", "immediate", "learned", "implicit", "attention")
 TRAINED_SOURCES = {"learned": "potential", "implicit": "implicit"}  # mode -> the kwarg naming its trained directory
 OVERRIDABLE = ("tokenizer", "max_prompt_tokens", "max_new_tokens", "stop_on_eos", "disallowed_token_ids",
                "allow_masked_actions")
@@ -139,6 +139,11 @@ def _reward_components(spec: Task, reward_mode: str, scorer: Scorer, sources: di
         return [PotentialShaping(LearnedPotential(sources["potential"], env_id=spec.env_id))]
     if reward_mode == "implicit":
         return [ImplicitTokenReward(sources["implicit"], env_id=spec.env_id)]
+    if reward_mode == "attention":
+        if not isinstance(scorer, RewardModelScore):
+            raise ValueError(f"reward_mode 'attention' spreads a reward model's score by its attention; {spec.name} "
+                             f"scores with {scorer_name(scorer)!r}, not a reward model (use it with Preference)")
+        return [AttentionCredit(scorer)]
     return []
 
 

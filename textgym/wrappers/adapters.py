@@ -2,7 +2,10 @@
 
 Both call the same components the same way; they differ only in how Gymnasium reports resets.
 Each step's ``info["reward_components"]`` maps ``"task"`` (the env's own reward) and each
-component's name to its weighted part, so the parts sum to the step's reward.
+component's name to its weighted part, so the parts sum to the step's reward. When an episode
+ends, components with credit that only the end reveals (``TokenReward.hindsight``) report it in
+``info["reward_redistribution"]``: a list over the episode's tokens that sums to 0, for agents that
+rewrite a whole episode's rewards (a list, as ``completion_ids`` is: episodes differ in length).
 
 Normalizing and clipping are not rewritten here: wrap the result in gymnasium's
 ``NormalizeReward`` / ``ClipReward`` (``gymnasium.wrappers.vector`` for vector envs).
@@ -37,6 +40,15 @@ def _bind(env, components: tuple[TokenReward, ...], num_slots: int) -> tuple[Tok
     for component in components:
         component.bind(mdp, num_slots)
     return components
+
+
+def _redistribution(components: tuple[TokenReward, ...], transition: Transition) -> dict[int, list[float]]:
+    """Row -> the weighted sum of the components' hindsight credit, for rows whose episode ended."""
+    total: dict[int, np.ndarray] = {}
+    for component in components:
+        for row, credit in component.hindsight(transition).items():
+            total[row] = total.get(row, 0.0) + component.weight * np.asarray(credit, dtype=np.float64)
+    return {row: credit.tolist() for row, credit in total.items()}
 
 
 class TokenRewardWrapper(gym.Wrapper):
@@ -83,7 +95,11 @@ class TokenRewardWrapper(gym.Wrapper):
         for component in self.components:  # accumulate in the vector adapter's order: same floats
             parts[component.name] = float(component.weight * component.rewards(transition)[0])
             total += parts[component.name]
-        return obs, total, terminated, truncated, {**info, "reward_components": parts}
+        info = {**info, "reward_components": parts}
+        redistribution = _redistribution(self.components, transition).get(0)
+        if redistribution is not None:
+            info["reward_redistribution"] = redistribution
+        return obs, total, terminated, truncated, info
 
 
 class VectorTokenRewardWrapper(VectorWrapper):
@@ -146,6 +162,7 @@ class VectorTokenRewardWrapper(VectorWrapper):
             parts[component.name] = part
             rewards += part
         info = self._report(info, parts, done)
+        self._report_redistribution(info, _redistribution(self.components, transition), stepped)
         restarting = np.flatnonzero(self._restart)
         if len(restarting):
             self._start(restarting, obs, info)
@@ -169,6 +186,16 @@ class VectorTokenRewardWrapper(VectorWrapper):
         if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
             info["final_info"] = {**info["final_info"], "reward_components": entry(done), "_reward_components": done}
         return info
+
+    def _report_redistribution(self, info: dict[str, Any], credit: dict[int, list[float]], stepped: np.ndarray) -> None:
+        """Finished envs' hindsight credit, where their end-of-episode infos are (``final_info`` under SAME_STEP)."""
+        if not credit:
+            return
+        values, where = np.empty(self.num_envs, dtype=object), np.zeros(self.num_envs, bool)
+        for row, value in credit.items():
+            values[stepped[row]], where[stepped[row]] = value, True
+        target = info["final_info"] if self.autoreset_mode == AutoresetMode.SAME_STEP else info
+        target["reward_redistribution"], target["_reward_redistribution"] = values, where
 
     def _rows_after_step(self, obs, info, stepped: np.ndarray, done: np.ndarray) -> dict[str, np.ndarray]:
         """The stepped envs' rows after their token; under SAME_STEP a finished env's row is its

@@ -82,5 +82,17 @@ class TokenReward(ABC):
     def rewards(self, transition: Transition) -> np.ndarray:
         """The unweighted reward of each row of ``transition``, shape ``(k,)``."""
 
+    def hindsight(self, transition: Transition) -> dict[int, np.ndarray]:
+        """Credit that only the episode's end reveals: for rows of ``transition`` whose episode ended,
+        row -> an unweighted, zero-sum array over the episode's tokens, first to last.
+
+        A step's reward cannot change once the agent has it, so such credit moves reward between the
+        episode's tokens afterwards: the adapters report it in ``info["reward_redistribution"]``, and
+        agents that see whole episodes add it to the per-token rewards (the batched trainer does;
+        ``agents.trainers.sb3.RedistributeRewards`` does it for SB3). Agents that ignore it get the
+        same return. Most components have none.
+        """
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(weight={self.weight})"
