@@ -22,9 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import json
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from safetensors.torch import load_model, save_model
@@ -250,14 +254,66 @@ def save(model, path: str | Path) -> Path:
 
 def load(algo_class, path: str | Path, env=None, device: str = "auto", **kwargs):
     """Load what ``save`` wrote: ``algo_class.load`` of the zip, then the policy's weights from the
-    safetensors file (a missing or mismatched tensor is an error)."""
+    safetensors file (a missing or mismatched tensor is an error).
+
+    Nothing in the zip is unpickled: SB3 pickles the policy class, the spaces, the rollout buffer
+    class, the schedules and the last rollout's observations into it, and unpickling a file runs
+    whatever code it names. Each such entry is rebuilt here instead (``custom_objects``): the policy
+    and buffer classes from ``algo_class``, the spaces from ``env`` (or from the zip's readable
+    description of them), the schedules from their stored values; the last rollout's state is left
+    for ``learn`` to start afresh. An entry that cannot be rebuilt is an error naming it;
+    pass it in ``custom_objects``.
+    """
     path = Path(path).with_suffix("")
-    weights = path.with_suffix(".safetensors")
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing: agents.load expects what agents.save wrote")
-    model = algo_class.load(path.with_suffix(".zip"), env=env, device=device, **kwargs)
+    weights, archive = path.with_suffix(".safetensors"), path.with_suffix(".zip")
+    if not weights.is_file() or not archive.is_file():
+        raise FileNotFoundError(f"{archive} or {weights} is missing: agents.load expects what agents.save wrote")
+    with zipfile.ZipFile(archive) as zipped:
+        data = json.loads(zipped.read("data"))
+    rebuilt = {key: _rebuilt(key, value, algo_class, data, env, archive)
+               for key, value in data.items() if isinstance(value, dict) and ":serialized:" in value
+               and key not in kwargs.get("custom_objects", {})}
+    custom = {**rebuilt, **kwargs.pop("custom_objects", {})}
+    model = algo_class.load(archive, env=env, device=device, custom_objects=custom, **kwargs)
     load_model(model.policy, str(weights), device=str(model.device))
     return model
+
+
+TRAINING_STATE = ("_last_obs", "_last_episode_starts", "_last_original_obs", "ep_info_buffer", "ep_success_buffer")
+SPACE = re.compile(r"'(\w+)': Box\((-?\d+), (-?\d+), \((\d+),\), int64\)")
+SCHEDULE = re.compile(r"ConstantSchedule\(val=([-+.\deE]+)\)")
+
+
+def _rebuilt(key: str, value: dict, algo_class, data: dict, env, archive: Path) -> Any:
+    """A pickled entry of an SB3 zip, rebuilt without unpickling it."""
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
+    from stable_baselines3.common.buffers import DictRolloutBuffer
+    from stable_baselines3.common.utils import get_schedule_fn
+
+    maskable = issubclass(algo_class, MaskablePPO)
+    if key in TRAINING_STATE:
+        return None  # learn() starts these afresh
+    if key == "policy_class" and value.get("__module__") == __name__:
+        return MaskableLLMActorCriticPolicy if maskable else LLMActorCriticPolicy
+    if key == "rollout_buffer_class":
+        return MaskableDictRolloutBuffer if maskable else DictRolloutBuffer
+    if key in ("observation_space", "action_space") and env is not None:
+        return getattr(env, key)
+    if key == "observation_space":
+        boxes = {name: spaces.Box(int(low), int(high), (int(size),), np.int64)
+                 for name, low, high, size in SPACE.findall(value.get("spaces", ""))}
+        if set(boxes) == {"input_ids", "attention_mask"}:
+            return spaces.Dict(boxes)
+    if key == "action_space" and str(value.get("n", "")).isdigit():
+        return spaces.Discrete(int(value["n"]))
+    if key == "lr_schedule" and isinstance(data.get("learning_rate"), (int, float)):
+        return get_schedule_fn(data["learning_rate"])
+    constant = SCHEDULE.search(str(value.get("value_schedule", "")))
+    if key in ("clip_range", "clip_range_vf") and constant:
+        return get_schedule_fn(float(constant.group(1)))
+    raise ValueError(f"agents.load will not unpickle {key!r} from {archive} (it may run arbitrary code) and cannot "
+                     f"rebuild it; pass custom_objects={{{key!r}: ...}} if you trust the file")
 
 
 class LLMActorCriticPolicy(_LLMActorCritic, ActorCriticPolicy):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import pickle
 import sys
+import zipfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -206,3 +211,46 @@ def test_examples_run_with_a_tiny_budget(example):
 
     model = importlib.import_module(f"agents.examples.{example}").main(["--steps", "64", "--n-envs", "2"])
     assert model.num_timesteps >= 64
+
+
+class _Touch:
+    """Unpickling this creates a file: what a hostile zip could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (Path(self.path),)
+
+
+def test_agents_load_unpickles_nothing_from_the_zip(tmp_path):
+    model = make_ppo()
+    model.learn(16)
+    path = agents.save(model, tmp_path / "ppo")
+    marker = tmp_path / "pwned"
+    payload = base64.b64encode(pickle.dumps(_Touch(marker))).decode()
+    archive = tmp_path / "ppo.zip"
+    with zipfile.ZipFile(archive) as zipped:
+        entries = {name: zipped.read(name) for name in zipped.namelist()}
+    data = json.loads(entries["data"])
+    for key, value in data.items():
+        if isinstance(value, dict) and ":serialized:" in value:
+            value[":serialized:"] = payload  # every pickled entry now runs code when unpickled
+    entries["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name, content in entries.items():
+            zipped.writestr(name, content)
+    loaded = agents.load(PPO, path, device="cpu")
+    assert not marker.exists()
+    assert isinstance(loaded.policy, LLMActorCriticPolicy) and loaded.action_space.n == model.action_space.n
+    assert loaded.lr_schedule(1.0) == model.lr_schedule(1.0) and loaded.clip_range(1.0) == model.clip_range(1.0)
+    loaded.set_env(model.get_env())
+    loaded.learn(8)  # it trains on
+    data["surprise"] = {":type:": "<class 'object'>", ":serialized:": payload}
+    entries["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name, content in entries.items():
+            zipped.writestr(name, content)
+    with pytest.raises(ValueError, match="will not unpickle 'surprise'"):
+        agents.load(PPO, path, device="cpu")
+    assert not marker.exists()
