@@ -10,6 +10,7 @@ Example:
 """
 
 from agents.trainers.config import TrainConfig
-from agents.trainers.trainer import ALGORITHMS, Trainer, TrainingDiverged
+from agents.trainers.algorithms import ALGORITHMS
+from agents.trainers.trainer import Trainer, TrainingDiverged
 
 __all__ = ["ALGORITHMS", "TrainConfig", "Trainer", "TrainingDiverged"]

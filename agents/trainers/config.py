@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
+from agents.trainers.algorithms import ALGORITHMS, ALGOS
 from textgym.tasks import REWARD_MODES, TRAINED_SOURCES
 
-ALGOS = ("ppo", "grpo", "rloo", "sb3-ppo", "sb3-maskable-ppo")
 KL_ESTIMATORS = ("k1", "k3")
 LR_SCHEDULES = ("constant", "linear")
 
@@ -140,7 +140,7 @@ class TrainConfig:
         if self.num_envs % self.minibatch_size:
             raise ValueError(f"num_envs (the batch, {self.num_envs}) must be a multiple of minibatch_size "
                              f"({self.minibatch_size})")
-        if self.algo in ("grpo", "rloo"):
+        if self.algo in ALGORITHMS and ALGORITHMS[self.algo].grouped:
             if self.group_size < 2:
                 fail("group_size", f">= 2 for {self.algo} (its baseline compares samples of one prompt)")
             if self.num_envs % self.group_size:

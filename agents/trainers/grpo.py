@@ -31,18 +31,16 @@ from __future__ import annotations
 
 import torch
 
-from agents.trainers.config import TrainConfig
+from agents.trainers.algorithms import Algorithm
 from agents.trainers.core import clipped_policy_loss, kl_estimate, masked_mean, returns_to_go
 from agents.trainers.policy import TokenOutputs
 from agents.trainers.rollout import Batch
 
 
-class GRPO:
+class GRPO(Algorithm):
     uses_values = False
     kl_in_reward = False
-
-    def __init__(self, config: TrainConfig):
-        self.config = config
+    grouped = True
 
     def targets(self, batch: Batch, old: TokenOutputs, rewards: torch.Tensor, ref_logprobs: torch.Tensor | None
                 ) -> dict[str, torch.Tensor]:

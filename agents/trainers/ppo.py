@@ -21,12 +21,17 @@ Example (``textgym train ENV_ID --algo ppo`` runs it; here GAE on one 3-token ep
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from agents.trainers.config import TrainConfig
+from agents.trainers.algorithms import Algorithm
 from agents.trainers.core import RunningMoments, clipped_policy_loss, masked_mean, masked_whiten
 from agents.trainers.policy import TokenOutputs
 from agents.trainers.rollout import Batch
+
+if TYPE_CHECKING:
+    from agents.trainers.config import TrainConfig
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
@@ -43,12 +48,12 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages * mask
 
 
-class PPO:
+class PPO(Algorithm):
     uses_values = True
     kl_in_reward = True
 
     def __init__(self, config: TrainConfig):
-        self.config = config
+        super().__init__(config)
         self.returns = RunningMoments()  # identity (mean 0, std 1) until the first update
 
     def targets(self, batch: Batch, old: TokenOutputs, rewards: torch.Tensor, ref_logprobs: torch.Tensor | None
@@ -72,7 +77,8 @@ class PPO:
         return {"returns": self.returns.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.returns.load_state_dict(state["returns"])
+        if "returns" in state:  # checkpoints of runs that had not updated yet may lack it
+            self.returns.load_state_dict(state["returns"])
 
     def loss(self, new: TokenOutputs, rows: dict[str, torch.Tensor], mask: torch.Tensor, kl_coef: float
              ) -> tuple[torch.Tensor, dict[str, float]]:

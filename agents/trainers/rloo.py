@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import torch
 
-from agents.trainers.config import TrainConfig
+from agents.trainers.algorithms import Algorithm
 from agents.trainers.core import clipped_policy_loss, masked_whiten, returns_to_go
 from agents.trainers.policy import TokenOutputs
 from agents.trainers.rollout import Batch
 
 
-class RLOO:
+class RLOO(Algorithm):
     uses_values = False
     kl_in_reward = True
-
-    def __init__(self, config: TrainConfig):
-        self.config = config
+    grouped = True
 
     def targets(self, batch: Batch, old: TokenOutputs, rewards: torch.Tensor, ref_logprobs: torch.Tensor | None
                 ) -> dict[str, torch.Tensor]:

@@ -21,15 +21,18 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
-from agents.policies import LLMActorCriticPolicy, MaskableLLMActorCriticPolicy, save
+from agents.policies import save
+from agents.trainers.algorithms import SB3_ALGORITHMS
 from agents.trainers.checkpoint import check_new_run
 from agents.trainers.config import TrainConfig
 from agents.trainers.metrics import MetricsLog, plot_learning_curve
@@ -123,13 +126,15 @@ class RedistributeRewards(BaseCallback):
                                                                     dones=self.locals["dones"])
 
 
+def _named(path: str) -> Any:
+    """The object that ``"module:name"`` names."""
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def train_sb3(config: TrainConfig, progress: bool = True) -> Path:
     """Train with stock SB3 PPO or MaskablePPO; returns the checkpoint directory."""
-    from sb3_contrib import MaskablePPO
-    from stable_baselines3 import PPO
-
-    algo, policy = (PPO, LLMActorCriticPolicy) if config.algo == "sb3-ppo" else (MaskablePPO,
-                                                                                   MaskableLLMActorCriticPolicy)
+    algo, policy = (_named(path) for path in SB3_ALGORITHMS[config.algo])
     check_new_run(config.out)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

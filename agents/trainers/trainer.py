@@ -39,22 +39,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.trainers.algorithms import ALGORITHMS
 from agents.trainers.checkpoint import (
     STATE, check_new_run, last_checkpoint, load_checkpoint, read_state, save_checkpoint,
 )
 from agents.trainers.config import TrainConfig
 from agents.trainers.core import kl_estimate, masked_mean
-from agents.trainers.grpo import GRPO
 from agents.trainers.kl import KLController
 from agents.trainers.metrics import MetricsLog, plot_learning_curve
 from agents.trainers.policy import Reference, TokenPolicy
-from agents.trainers.ppo import PPO
-from agents.trainers.rloo import RLOO
 from agents.trainers.rollout import Rollout, Sampling, evaluate, make_envs, reward_sources
 from textgym.models import load_tokenizer, save_pretrained_atomically
 from textgym.models.cache import check_positions
 
-ALGORITHMS = {"ppo": PPO, "grpo": GRPO, "rloo": RLOO}
 
 
 class TrainingDiverged(FloatingPointError):
@@ -104,8 +101,7 @@ class Trainer:
             load_checkpoint(checkpoint, self.policy, self.optimizer, self.scheduler)
             self.steps, self.iteration = state["steps"], state["iteration"]
             self.kl.load_state_dict(state["kl"])
-            if "algo" in state:  # PPO's value normaliser; GRPO and RLOO keep no state
-                self.algo.load_state_dict(state["algo"])
+            self.algo.load_state_dict(state.get("algo", {}))
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(self.out, c.steps, resume_step=self.steps if checkpoint else None,
                               enabled=self.accelerator.is_main_process, progress=progress)
@@ -244,8 +240,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             state = {"config": self.config.to_dict(), "steps": self.steps, "iteration": self.iteration,
                      "kl": self.kl.state_dict(), "processes": self.world}
-            if hasattr(self.algo, "state_dict"):
-                state["algo"] = self.algo.state_dict()
+            state["algo"] = self.algo.state_dict()
             save_checkpoint(checkpoint, self.policy, self.optimizer, self.scheduler, state)
         self.accelerator.wait_for_everyone()
         return checkpoint
