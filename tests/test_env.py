@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import textgym
-from textgym.envs import TextGenerationEnv, TextGenerationVectorEnv
+from textgym.envs import MultiTurnTextEnv, TextGenerationEnv, TextGenerationVectorEnv
 from textgym.models import load_tokenizer
 from tests.helpers import assert_tree_equal, length_scorer
 
@@ -55,15 +55,16 @@ def test_registered_envs_follow_the_design_contract(env_id):
     env = gym.make(env_id)
     tokenizer = env.unwrapped.tokenizer
     vocab = len(tokenizer)
-    mdp = env.unwrapped.mdp
-    length = mdp.max_prompt_tokens + mdp.max_new_tokens
+    limits = getattr(env.unwrapped, "mdp", env.unwrapped)  # a conversation holds its limits itself
+    length = limits.max_prompt_tokens + limits.max_new_tokens
     assert env.action_space == gym.spaces.Discrete(vocab)
-    assert env.observation_space == gym.spaces.Dict(
-        {
-            "input_ids": gym.spaces.Box(0, vocab - 1, (length,), np.int64),
-            "attention_mask": gym.spaces.Box(0, 1, (length,), np.int64),
-        }
-    )
+    expected = {
+        "input_ids": gym.spaces.Box(0, vocab - 1, (length,), np.int64),
+        "attention_mask": gym.spaces.Box(0, 1, (length,), np.int64),
+    }
+    if isinstance(env.unwrapped, MultiTurnTextEnv):  # it also marks the policy's own tokens
+        expected["policy_mask"] = gym.spaces.Box(0, 1, (length,), np.int64)
+    assert env.observation_space == gym.spaces.Dict(expected)
     obs, _ = env.reset(seed=0)
     assert obs["input_ids"].dtype == np.int64 and obs["attention_mask"].dtype == np.int64
     assert env.unwrapped.action_masks().shape == (vocab,)

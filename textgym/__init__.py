@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 # The scored tasks of textgym.tasks; entry points are strings, so nothing loads before make().
 TASK_NAMES = ("Sentiment", "Keywords", "Summarize", "Arithmetic", "Preference")
+CONVERSATION_NAMES = ("GuessNumber", "Calculator", "Customer")  # multi-turn: textgym.tasks.conversations
 
 
 def _register() -> None:
@@ -44,6 +45,9 @@ def _register() -> None:
             vector_entry_point="textgym.tasks:make_task_vector_env",
             kwargs={"task": name},
         )
+    for name in CONVERSATION_NAMES:  # vector envs: gymnasium's SyncVectorEnv over single ones, for now
+        gym.register(id=f"textgym/{name}-v0", entry_point="textgym.tasks.conversations:make_conversation_env",
+                     kwargs={"game": name})
 
 
 _register()

@@ -61,11 +61,13 @@ def render(messages: list[Message], add_generation_prompt: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Reply:
-    """The other side's answer to one assistant turn, that turn's score, and whether the game is over."""
+    """The other side's answer to one assistant turn, that turn's score, whether the game is over,
+    and the answer's role (a tool's result, or the user)."""
 
     text: str
     score: float
     done: bool
+    role: str = "user"
 
 
 def _turns(opening: list[Message], moves: list[tuple[str, Reply]]) -> list[Message]:

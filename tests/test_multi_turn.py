@@ -1,0 +1,118 @@
+"""Multi-turn envs: turns, replies, the policy mask, per-turn rewards, the games, and bad input."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from transformers import AutoTokenizer
+
+import textgym  # noqa: F401
+from textgym.envs import MultiTurnTextEnv, Scripted
+from textgym.models import tiny_path
+
+GAMES = ["textgym/GuessNumber-v0", "textgym/Calculator-v0", "textgym/Customer-v0"]
+
+
+def say(env, text):
+    """Play one policy turn: ``text``'s tokens, then end-of-turn."""
+    tokenizer = env.unwrapped.tokenizer
+    for token in tokenizer(text)["input_ids"] + [env.unwrapped.end_of_turn_id]:
+        result = env.step(token)
+        if result[2] or result[3]:
+            break
+    return result
+
+
+@pytest.mark.parametrize("env_id", GAMES)
+def test_registered_conversations_pass_gymnasium_and_sb3_checks(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(env_id))
+
+
+def test_the_policy_mask_marks_exactly_the_policys_tokens_and_replies_are_appended():
+    env = MultiTurnTextEnv(Scripted(["Count."], lambda messages: "More."), max_turns=3)
+    obs, _ = env.reset(seed=0)
+    assert obs["policy_mask"].sum() == 0 and obs["attention_mask"].sum() > 0
+    written = 0
+    for turn in (" one", " two"):
+        obs, reward, terminated, truncated, info = say(env, turn)
+        written += len(env.tokenizer(turn)["input_ids"]) + 1
+        assert obs["policy_mask"].sum() == written
+    ids, policy = obs["input_ids"], obs["policy_mask"] == 1
+    assert env.tokenizer.decode(ids[policy]) == " one<|end|> two<|end|>"
+    assert env.tokenizer.decode(ids[(obs["attention_mask"] == 1) & ~policy]).endswith("<|user|>More.<|end|><|assistant|>")
+    assert [m["role"] for m in env.transcript()] == ["user", "assistant", "user", "assistant", "user"]
+
+
+def test_a_turns_score_lands_on_the_token_that_ends_it():
+    env = gym.make("textgym/Customer-v0")
+    env.reset(seed=0)
+    tokenizer, rewards = env.unwrapped.tokenizer, []
+    for token in tokenizer("What is your order number, please?")["input_ids"] + [env.unwrapped.end_of_turn_id]:
+        rewards.append(env.step(token)[1])
+    assert rewards[:-1] == [0.0] * (len(rewards) - 1) and rewards[-1] == 0.5
+    _, reward, terminated, _, info = say(env, "I will send you a new one today. I will refund your money today.")
+    assert terminated and reward == 1.0 and info["turn_scores"] == [0.5, 1.0] and info["score"] == 1.5
+
+
+def test_the_calculator_answers_calls_and_errors_and_scores_the_final_answer():
+    env = gym.make("textgym/Calculator-v0", split="test")
+    _, info = env.reset(seed=0)
+    question = info["prompt"].split("What is ")[1].split("?")[0]
+    a, word, b = question.split()
+    answer = int(a) + int(b) if word == "plus" else int(a) - int(b)
+    _, reward, terminated, _, info = say(env, "<calc>what</calc>")
+    assert not terminated and reward == 0 and env.unwrapped.transcript()[-1]["content"].startswith("Error: cannot read")
+    say(env, f"<calc>{a}{'+' if word == 'plus' else '-'}{b}</calc>")
+    assert env.unwrapped.transcript()[-1] == {"role": "tool", "content": str(answer)}
+    _, reward, terminated, _, info = say(env, f"The answer is {answer}.")
+    assert terminated and reward == 1.0 and info["turn"] == 3
+
+
+def test_conversations_end_at_max_turns_and_truncate_when_the_row_is_full():
+    env = MultiTurnTextEnv(Scripted(["Hi."], lambda messages: "Go on."), max_turns=2)
+    env.reset(seed=0)
+    assert not say(env, " a")[2]
+    _, _, terminated, truncated, info = say(env, " b")
+    assert terminated and not truncated and info["turn"] == 2
+    short = MultiTurnTextEnv(Scripted(["Hi."], lambda messages: "A long reply " * 4), max_new_tokens=12, max_turns=9)
+    short.reset(seed=0)
+    _, _, terminated, truncated, _ = say(short, " a")
+    assert truncated and not terminated  # the reply does not fit
+
+
+def test_vector_conversations_step_like_single_ones():
+    envs = gym.make_vec("textgym/GuessNumber-v0", num_envs=2)
+    single = gym.make("textgym/GuessNumber-v0")
+    obs, _ = envs.reset(seed=[3, 4])
+    expected, _ = single.reset(seed=4)
+    np.testing.assert_array_equal(obs["input_ids"][1], expected["input_ids"])
+    for token in single.unwrapped.tokenizer(" 7")["input_ids"]:
+        obs, *_ = envs.step(np.array([token, token]))
+        expected, *_ = single.step(token)
+    np.testing.assert_array_equal(obs["policy_mask"][1], expected["policy_mask"])
+
+
+def test_bad_conversations_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown role 'narrator'"):
+        MultiTurnTextEnv(Scripted([[{"role": "narrator", "content": "x"}]], lambda m: "y"))
+    with pytest.raises(ValueError, match="has no text content"):
+        MultiTurnTextEnv(Scripted([[{"role": "user"}]], lambda m: "y"))
+    env = MultiTurnTextEnv(Scripted(["Hi."], lambda m: 42))
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match="must reply with text.*got 42"):
+        say(env, " a")
+
+    def broken(messages):
+        raise KeyError("no")
+
+    env = MultiTurnTextEnv(Scripted(["Hi."], broken))
+    env.reset(seed=0)
+    with pytest.raises(RuntimeError, match="raised KeyError\\('no'\\) answering turn 1"):
+        say(env, " a")
+    plain = AutoTokenizer.from_pretrained(tiny_path())
+    plain.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        MultiTurnTextEnv(Scripted(["Hi."], lambda m: "y"), tokenizer=plain)

@@ -1,0 +1,230 @@
+"""``MultiTurnTextEnv``: a conversation as a token-level Gymnasium MDP.
+
+The policy still acts one token at a time. Its turn ends at the end-of-turn token (or after
+``max_turn_tokens``); the env then asks the other side of the conversation, an *interlocutor*,
+for its reply, and appends the reply's tokens, rendered by the tokenizer's chat template, to the
+state. The turn's score is the reward of the token that ended the turn, so each turn's reward stays
+on its own token instead of being summed into one score at the end.
+
+* observation: ``input_ids`` and ``attention_mask`` as in ``TextGenerationEnv``, plus
+  ``policy_mask``, 1 on the tokens the policy wrote: trainers must not train on the env's tokens;
+* ``terminated`` when the interlocutor ends the conversation, after ``max_turns`` turns, or at EOS;
+  ``truncated`` when the row (``max_prompt_tokens + max_new_tokens``) cannot hold the next reply;
+* ``info["turn"]`` at every step; at the episode's end ``info`` also holds the per-turn scores,
+  their sum (``"score"``) and the transcript.
+
+An interlocutor is one object per episode with ``opening`` (the conversation's first messages,
+the prompt) and ``reply(said) -> Reply``. ``Scripted(openings, respond)`` makes a factory of them from any
+callable of the transcript; textgym's games (``textgym.models.dialogues``) are others.
+
+Example:
+    >>> from textgym.envs import MultiTurnTextEnv, Scripted
+    >>> env = MultiTurnTextEnv(interlocutor=Scripted(["Say hi."], lambda messages: "Again."), max_turns=2)
+    >>> obs, info = env.reset(seed=0)
+    >>> end = env.tokenizer.convert_tokens_to_ids("<|end|>")
+    >>> turn = env.tokenizer(" hi")["input_ids"] + [end]
+    >>> for token in turn:
+    ...     obs, reward, terminated, truncated, info = env.step(token)
+    >>> info["turn"], int(obs["policy_mask"].sum()) == len(turn), env.transcript()[-2:]
+    (1, True, [{'role': 'assistant', 'content': ' hi'}, {'role': 'user', 'content': 'Again.'}])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+
+from textgym.envs.core import check_render_mode
+from textgym.envs.prompts import Message, chat_ids, check_messages
+from textgym.envs.spaces import TokenSpace
+from textgym.models import load_tokenizer
+from textgym.models.dialogues import END_OF_TURN, ROLES, Reply
+
+ObsType = dict[str, np.ndarray]
+
+
+class Interlocutor(Protocol):
+    """The other side of one conversation."""
+
+    opening: list[Message]
+
+    def reply(self, said: str) -> Reply:
+        """The answer to the policy's turn ``said``, that turn's score, and whether the conversation is over."""
+
+
+class ScriptedConversation:
+    """An interlocutor from any callable of the transcript: ``respond(messages) -> str | Reply``."""
+
+    def __init__(self, opening: list[Message], respond: Callable[[list[Message]], str | Reply]):
+        self.opening, self.respond, self.messages = opening, respond, list(opening)
+
+    def reply(self, said: str) -> Reply:
+        self.messages.append({"role": "assistant", "content": said})
+        answer = self.respond(list(self.messages))
+        reply = Reply(answer, 0.0, False) if isinstance(answer, str) else answer
+        if isinstance(reply, Reply):  # anything else is the env's error to report
+            self.messages.append({"role": reply.role, "content": reply.text})
+        return reply
+
+
+class Scripted:
+    """An interlocutor factory: each episode opens with one of ``openings`` (a user message, or
+    messages), drawn with the env's generator, and ``respond(messages) -> str | Reply`` answers
+    every turn."""
+
+    def __init__(self, openings: Sequence[str | list[Message]], respond: Callable[[list[Message]], str | Reply]):
+        self.conversations = [[{"role": "user", "content": o}] if isinstance(o, str) else check_messages(o)
+                              for o in openings]
+        if not self.conversations:
+            raise ValueError("Scripted needs at least one opening")
+        self.respond = respond
+
+    def __call__(self, rng: np.random.Generator) -> ScriptedConversation:
+        return ScriptedConversation(self.conversations[int(rng.integers(len(self.conversations)))], self.respond)
+
+
+def _checked(reply: Any, interlocutor: Any) -> Reply:
+    if not isinstance(reply, Reply) or not isinstance(reply.text, str) or reply.role not in ROLES:
+        raise TypeError(f"interlocutor {interlocutor!r} must reply with text (a Reply with a str text and a role in "
+                        f"{list(ROLES)}), got {reply!r}")
+    return reply
+
+
+class MultiTurnTextEnv(gym.Env[ObsType, int]):
+    """A conversation between the policy and an interlocutor, one policy token per step.
+
+    Args:
+        interlocutor: a factory ``rng -> Interlocutor``, called at every reset.
+        tokenizer: ``"tiny"``, a path, an HF id or a tokenizer, with a chat template that renders
+            each message on its own (as tiny's and ChatML's do).
+        max_prompt_tokens: the opening's budget (its last tokens are kept).
+        max_new_tokens: the rest of the conversation's budget: the policy's and the replies' tokens.
+        max_turns: policy turns per episode.
+        max_turn_tokens: a turn that reaches it ends, as if the policy had ended it.
+        end_of_turn: the token that ends the policy's turn (default ``"<|end|>"``, else EOS).
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, interlocutor: Callable[[np.random.Generator], Interlocutor], tokenizer: Any = "tiny",
+                 max_prompt_tokens: int = 48, max_new_tokens: int = 96, max_turns: int = 4,
+                 max_turn_tokens: int = 16, end_of_turn: str | None = None, render_mode: str | None = None):
+        check_render_mode(render_mode, self.metadata["render_modes"])
+        if not callable(interlocutor):
+            raise TypeError(f"interlocutor must be a factory rng -> interlocutor (see Scripted), got {interlocutor!r}")
+        for name, value in [("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens),
+                            ("max_turns", max_turns), ("max_turn_tokens", max_turn_tokens)]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.tokenizer = tokenizer if not isinstance(tokenizer, (str, bytes)) and hasattr(tokenizer, "encode") \
+            else load_tokenizer(tokenizer)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"tokenizer {self.tokenizer.name_or_path!r} has no chat template; a conversation needs one")
+        self.interlocutor, self.render_mode = interlocutor, render_mode
+        self.max_prompt_tokens, self.max_new_tokens = max_prompt_tokens, max_new_tokens
+        self.max_turns, self.max_turn_tokens = max_turns, max_turn_tokens
+        self.length = max_prompt_tokens + max_new_tokens
+        self.vocab_size = len(self.tokenizer)
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        names = [end_of_turn] if end_of_turn else [END_OF_TURN, self.tokenizer.eos_token]
+        known = [n for n in names if n in self.tokenizer.get_vocab()]
+        if not known:
+            raise ValueError(f"end_of_turn {names[0]!r} is not a token of {self.tokenizer.name_or_path!r}")
+        self.end_of_turn_id = self.tokenizer.convert_tokens_to_ids(known[0])
+        box = spaces.Box(0, 1, (self.length,), np.int64)
+        self.observation_space = spaces.Dict({"input_ids": spaces.Box(0, self.vocab_size - 1, (self.length,), np.int64),
+                                              "attention_mask": box, "policy_mask": box})
+        mask = np.ones(self.vocab_size, bool)
+        if self.pad_id != self.eos_id:
+            mask[self.pad_id] = False
+        self.action_space = TokenSpace(mask)
+        self._ids = np.full(self.length, self.pad_id, np.int64)
+        self._real = np.zeros(self.length, np.int64)
+        self._policy = np.zeros(self.length, np.int64)
+        self._state = "unreset"
+
+    # --- the conversation ------------------------------------------------------------------------
+
+    def _append(self, ids: Sequence[int], by_policy: bool) -> None:
+        k = len(ids)
+        for row, value in [(self._ids, ids), (self._real, 1), (self._policy, int(by_policy))]:
+            row[:-k] = row[k:].copy()
+            row[-k:] = value
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict]:
+        super().reset(seed=seed)
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; a conversation opens with its interlocutor's "
+                             "opening")
+        self._other = self.interlocutor(self.np_random)
+        self._messages = check_messages(list(self._other.opening))
+        opening = chat_ids(self.tokenizer, self._messages)[-self.max_prompt_tokens :]
+        self._ids[:], self._real[:], self._policy[:] = self.pad_id, 0, 0
+        self._append(opening, by_policy=False)
+        self._turn, self._turn_ids, self._turn_scores, self._used = 0, [], [], 0
+        self._state = "running"
+        return self._observation(), {"turn": 0, "prompt": self.tokenizer.decode(opening)}
+
+    def step(self, action: int) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
+        if self._state != "running":
+            raise ResetNeeded("step() called before reset()" if self._state == "unreset"
+                              else "step() called after the episode ended; call reset() first")
+        token = int(action)
+        if not (0 <= token < self.vocab_size and self.action_space.valid[token]):
+            raise ValueError(f"action must be a valid token id in [0, {self.vocab_size}) (not pad), got {action!r}")
+        self._append([token], by_policy=True)
+        self._used += 1
+        self._turn_ids.append(token)
+        at_eos = token == self.eos_id and token != self.end_of_turn_id
+        if not (token == self.end_of_turn_id or at_eos or len(self._turn_ids) >= self.max_turn_tokens):
+            if self._used >= self.max_new_tokens:
+                return self._end(0.0, terminated=False)
+            return self._observation(), 0.0, False, False, {"turn": self._turn}
+        said = self.tokenizer.decode([t for t in self._turn_ids if t not in (self.end_of_turn_id, self.eos_id)])
+        self._messages.append({"role": "assistant", "content": said})
+        try:
+            answer = self._other.reply(said)
+        except Exception as error:
+            raise RuntimeError(f"interlocutor {self._other!r} raised {error!r} answering turn {self._turn + 1} "
+                               f"({said!r})") from error
+        reply = _checked(answer, self._other)
+        self._turn += 1
+        self._turn_ids = []
+        self._turn_scores.append(float(reply.score))
+        if reply.done or at_eos or self._turn >= self.max_turns:
+            return self._end(float(reply.score), terminated=True)
+        self._messages.append({"role": reply.role, "content": reply.text})
+        answer = chat_ids(self.tokenizer, self._messages[-1:])
+        if self._used + len(answer) >= self.max_new_tokens:  # no room for the reply and a token after it
+            return self._end(float(reply.score), terminated=False)
+        self._append(answer, by_policy=False)
+        self._used += len(answer)
+        return self._observation(), float(reply.score), False, False, {"turn": self._turn}
+
+    def _end(self, reward: float, terminated: bool):
+        self._state = "done"
+        info = {"turn": self._turn, "turn_scores": list(self._turn_scores), "score": float(sum(self._turn_scores)),
+                "transcript": self.transcript()}
+        return self._observation(), reward, terminated, not terminated, info
+
+    def _observation(self) -> ObsType:
+        return {"input_ids": self._ids.copy(), "attention_mask": self._real.copy(), "policy_mask": self._policy.copy()}
+
+    def transcript(self) -> list[Message]:
+        """The conversation so far, as messages."""
+        return [dict(m) for m in self._messages]
+
+    def action_masks(self) -> np.ndarray:
+        return self.action_space.valid.copy()
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi'")
+            return None
+        return self.tokenizer.decode(self._ids[self._real == 1].tolist())
