@@ -1,5 +1,6 @@
 """What both policy stacks (the SB3 actor-critic and the batched trainers) share: loading the LM
-trunk, LoRA, the value head, and the ids a policy must never choose. The cut from an LM's logits
+trunk, LoRA, the value head, the ids a policy must never choose, and log-probs computed without
+the vocabulary-sized logits of a whole batch. The cut from an LM's logits
 to the env's action distribution, ``textgym.models.sampling.action_logits``, is shared with
 textgym's own sampling loops.
 
@@ -17,11 +18,14 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from textgym.models import load_causal_lm, load_tokenizer
+from textgym.models.cache import positions
 
 
 def load_trunk(name: str, vocab: int | None = None, dtype=None) -> tuple[nn.Module, object]:
@@ -76,3 +80,50 @@ def valid_actions(tokenizer) -> torch.Tensor:
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
         allowed[tokenizer.pad_token_id] = False
     return allowed
+
+
+LOGITS_PER_CHUNK = 1 << 22  # floats of logits held at once: 16 MB, whatever the vocabulary
+NO_LOGITS = torch.empty(0, dtype=torch.long)  # logits_to_keep that keeps no position: the head does not run
+
+
+def hidden_states(lm: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The LM's last hidden states (B, L, H) of left-padded rows, without running its head: the
+    head's logits are what ``chunked_logprobs`` computes a chunk at a time."""
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask), output_hidden_states=True,
+             logits_to_keep=NO_LOGITS)
+    return out.hidden_states[-1]
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of ``tokens`` under ``logits`` and the entropies of those distributions."""
+    logp = torch.log_softmax(logits, dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), entropy
+
+
+def chunked_logprobs(hidden: torch.Tensor, head: nn.Module, tokens: torch.Tensor,
+                     cut: Callable[[torch.Tensor, slice], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs(cut(head(hidden)), tokens)`` without ever holding the logits of every row.
+
+    ``hidden`` is (rows, H) and ``tokens`` (rows,); ``cut(logits, rows)`` turns a chunk's LM
+    logits into action logits (temperature, masks). The rows go through the LM head in chunks of
+    ``LOGITS_PER_CHUNK`` logits; under autograd each chunk is checkpointed, so its logits are
+    recomputed in the backward pass instead of kept: memory grows with H, not with the vocabulary.
+
+    Example:
+        >>> head = nn.Linear(4, 50_000, bias=False)
+        >>> hidden, tokens = torch.randn(100, 4), torch.randint(0, 50_000, (100,))
+        >>> full = token_logprobs(head(hidden), tokens)
+        >>> chunked = chunked_logprobs(hidden, head, tokens, lambda logits, rows: logits)
+        >>> all(torch.allclose(a, b, atol=1e-5) for a, b in zip(full, chunked))
+        True
+    """
+    step = max(1, LOGITS_PER_CHUNK // head.weight.shape[0])
+
+    def chunk(start: int, h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return token_logprobs(cut(head(h).float(), slice(start, start + len(h))), t)
+
+    parts = [checkpoint(chunk, start, hidden[start : start + step], tokens[start : start + step], use_reentrant=False)
+             if torch.is_grad_enabled() else chunk(start, hidden[start : start + step], tokens[start : start + step])
+             for start in range(0, len(hidden), step)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

@@ -35,7 +35,7 @@ from safetensors.torch import load_model, save_model
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from agents.lm import apply_lora, load_trunk, valid_actions, value_head
+from agents.lm import apply_lora, chunked_logprobs, hidden_states, load_trunk, valid_actions, value_head
 from textgym.models.cache import RowCache, extends_by_one, positions
 from textgym.models.sampling import action_logits, sample_categorical
 
@@ -163,13 +163,22 @@ class _LLMActorCritic:
         return actions, values, distribution.log_prob(actions)
 
     def evaluate_actions(self, obs, actions: torch.Tensor, action_masks=None):
+        """Values, log-probs and entropies of a training minibatch; the LM head runs in chunks
+        (``agents.lm.chunked_logprobs``), so the rows' vocabulary-sized logits are never all held."""
         ids, mask = self._tokens(obs)
-        logits, values = self._grouped_forward(ids, mask) if self.cache else self._full_forward(ids, mask)
-        distribution = self._distribution(logits, action_masks)
-        return values, distribution.log_prob(actions), distribution.entropy()
+        hidden = self._grouped_hidden(ids, mask) if self.cache else [
+            hidden_states(trunk, ids, mask)[:, -1] for trunk in self._trunks()]
+        masks = None if action_masks is None else torch.as_tensor(action_masks, device=ids.device).bool()
 
-    def _grouped_forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and values of every row, from one forward per *root*: a row that
+        def cut(logits: torch.Tensor, rows: slice) -> torch.Tensor:
+            allowed = self.allowed if masks is None else masks[rows] & self.allowed.to(masks.device)
+            return action_logits(logits, self.action_space.n, self.temperature, allowed)
+
+        logprobs, entropy = chunked_logprobs(hidden[0], self.lm.get_output_embeddings(), actions.long().flatten(), cut)
+        return self.value_head(hidden[-1].to(self.value_head.weight.dtype)), logprobs, entropy
+
+    def _grouped_hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Each trunk's last hidden state at every row's end, from one forward per *root*: a row that
         no other row of the batch extends. A minibatch holds many steps of one episode, each a prefix of the
         latest, and causal attention makes a prefix's outputs those of the longer row at the
         prefix's last position; so far fewer sequences run, forward and backward."""
@@ -190,12 +199,7 @@ class _LLMActorCritic:
         root_ids, root_mask = ids[roots, first:], mask[roots, first:]
         # Row i ends at its root's column start_root + length_i - 1.
         column = start[roots][root_of] + lengths - 1 - first
-        last = []
-        for trunk in self._trunks():
-            out = trunk(input_ids=root_ids, attention_mask=root_mask, position_ids=positions(root_mask),
-                        output_hidden_states=True, logits_to_keep=1)
-            last.append(out.hidden_states[-1][root_of, column])  # (rows, H)
-        return self._head(self.lm.get_output_embeddings()(last[0]), last[-1])
+        return [hidden_states(trunk, root_ids, root_mask)[root_of, column] for trunk in self._trunks()]  # (rows, H)
 
     def get_distribution(self, obs, action_masks=None):
         return self._distribution(self._logits_and_values(obs)[0], action_masks)
@@ -279,6 +283,18 @@ def load(algo_class, path: str | Path, env=None, device: str = "auto", **kwargs)
     return model
 
 
+def constant_schedule(value: float):
+    """SB3's constant schedule: a picklable class since SB3 2.6 (``get_schedule_fn`` warns there),
+    a function before."""
+    try:
+        from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
+    except ImportError:
+        from stable_baselines3.common.utils import get_schedule_fn
+
+        return get_schedule_fn(value)
+    return FloatSchedule(ConstantSchedule(float(value)))
+
+
 TRAINING_STATE = ("_last_obs", "_last_episode_starts", "_last_original_obs", "ep_info_buffer", "ep_success_buffer")
 SPACE = re.compile(r"'(\w+)': Box\((-?\d+), (-?\d+), \((\d+),\), int64\)")
 SCHEDULE = re.compile(r"ConstantSchedule\(val=([-+.\deE]+)\)")
@@ -289,7 +305,6 @@ def _rebuilt(key: str, value: dict, algo_class, data: dict, env, archive: Path) 
     from sb3_contrib import MaskablePPO
     from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
     from stable_baselines3.common.buffers import DictRolloutBuffer
-    from stable_baselines3.common.utils import get_schedule_fn
 
     maskable = issubclass(algo_class, MaskablePPO)
     if key in TRAINING_STATE:
@@ -308,10 +323,10 @@ def _rebuilt(key: str, value: dict, algo_class, data: dict, env, archive: Path) 
     if key == "action_space" and str(value.get("n", "")).isdigit():
         return spaces.Discrete(int(value["n"]))
     if key == "lr_schedule" and isinstance(data.get("learning_rate"), (int, float)):
-        return get_schedule_fn(data["learning_rate"])
+        return constant_schedule(data["learning_rate"])
     constant = SCHEDULE.search(str(value.get("value_schedule", "")))
     if key in ("clip_range", "clip_range_vf") and constant:
-        return get_schedule_fn(float(constant.group(1)))
+        return constant_schedule(float(constant.group(1)))
     raise ValueError(f"agents.load will not unpickle {key!r} from {archive} (it may run arbitrary code) and cannot "
                      f"rebuild it; pass custom_objects={{{key!r}: ...}} if you trust the file")
 

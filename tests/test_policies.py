@@ -79,10 +79,13 @@ def test_grouped_training_forward_equals_per_row_forwards(value_model):
     policy, checked = model.policy, 0
     for batch in model.rollout_buffer.get(16):
         ids, mask = policy._tokens(batch.observations)
-        with torch.no_grad():
-            grouped, full = policy._grouped_forward(ids, mask), policy._full_forward(ids, mask)
-        torch.testing.assert_close(grouped[0], full[0], atol=1e-5, rtol=1e-6)
-        torch.testing.assert_close(grouped[1], full[1], atol=1e-5, rtol=1e-6)
+        with torch.no_grad():  # grouped forwards and chunked log-probs against SB3's own distribution
+            grouped = policy.evaluate_actions(batch.observations, batch.actions)
+            logits, values = policy._full_forward(ids, mask)
+            distribution = policy._distribution(logits)
+            full = values, distribution.log_prob(batch.actions.flatten()), distribution.entropy()
+        for a, b in zip(grouped, full):
+            torch.testing.assert_close(a.flatten(), b.flatten(), atol=1e-5, rtol=1e-5)
         checked += len(ids)
     assert checked == 32
 

@@ -476,3 +476,23 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, monkeypatch):
 def test_rows_longer_than_the_model_s_positions_are_refused_up_front(tmp_path):
     with pytest.raises(ValueError, match=r"rows hold up to 308 tokens .* has 256 positions"):
         Trainer(small_config(tmp_path, env_kwargs={"max_new_tokens": 300}), progress=False)
+
+
+def test_chunked_logprobs_match_the_full_logits_and_their_gradients(monkeypatch):
+    """The trainer's log-probs never hold a batch's logits; values and gradients are unchanged."""
+    import agents.lm
+
+    policy = TokenPolicy.load("tiny", with_value=False)
+    ids = torch.randint(5, 2000, (3, 12))
+    mask = torch.ones_like(ids)
+    logits = policy.lm(input_ids=ids, attention_mask=mask).logits[:, -7:-1]
+    expected = agents.lm.token_logprobs(policy.action_logits(logits), ids[:, -6:])
+    (expected[0].sum() + expected[1].sum()).backward()
+    expected_grad = policy.lm.get_output_embeddings().weight.grad.clone()
+    policy.zero_grad()
+    monkeypatch.setattr(agents.lm, "LOGITS_PER_CHUNK", 5 * policy.vocab)  # several chunks of 5 rows
+    out = policy(ids, mask, 6)
+    (out.logprobs.sum() + out.entropy.sum()).backward()
+    torch.testing.assert_close(out.logprobs, expected[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.entropy, expected[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(policy.lm.get_output_embeddings().weight.grad, expected_grad, atol=1e-5, rtol=1e-4)

@@ -18,13 +18,14 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from agents.lm import apply_lora, load_trunk, value_head
+from agents.lm import apply_lora, chunked_logprobs, hidden_states, load_trunk, value_head
 from textgym.models.cache import positions
 from textgym.models.sampling import action_logits
 
@@ -40,24 +41,24 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def completion_logits(lm: nn.Module, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits predicting the last ``completion_tokens`` columns, and the hidden states they come from.
+def completion_hidden(lm: nn.Module, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int) -> torch.Tensor:
+    """The last hidden states that predict the last ``completion_tokens`` columns, (B, T, H).
 
-    Only those positions leave the LM head: with a 50k vocabulary the prompt's logits would
-    dominate memory for nothing."""
+    The LM head does not run here: ``completion_logprobs`` applies it in chunks, since at a 50k
+    vocabulary a batch's logits would dominate memory."""
     with autocast(ids.device):
-        out = lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask), output_hidden_states=True,
-                 logits_to_keep=completion_tokens + 1)
-    hidden = out.hidden_states[-1][:, -completion_tokens - 1 : -1]
-    return out.logits[:, :-1].float(), hidden
+        return hidden_states(lm, ids, mask)[:, -completion_tokens - 1 : -1]
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of ``tokens`` under ``logits`` and the entropies of those distributions."""
-    logp = torch.log_softmax(logits, dim=-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), entropy
+def completion_logprobs(lm: nn.Module, hidden: torch.Tensor, tokens: torch.Tensor,
+                        cut: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies (B, T) of ``tokens`` (B, T) after ``hidden`` (B, T, H), with ``cut``
+    turning LM logits into action logits; chunked (``agents.lm.chunked_logprobs``)."""
+    batch, steps = tokens.shape
+    with autocast(hidden.device):
+        logprobs, entropy = chunked_logprobs(hidden.reshape(batch * steps, -1), lm.get_output_embeddings(),
+                                             tokens.reshape(-1), lambda logits, rows: cut(logits))
+    return logprobs.view(batch, steps), entropy.view(batch, steps)
 
 
 class TokenPolicy(nn.Module):
@@ -86,8 +87,8 @@ class TokenPolicy(nn.Module):
         return hasattr(self.lm, "disable_adapter")
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int) -> TokenOutputs:
-        logits, hidden = completion_logits(self.lm, ids, mask, completion_tokens)
-        logprobs, entropy = token_logprobs(self.action_logits(logits), ids[:, -completion_tokens:])
+        hidden = completion_hidden(self.lm, ids, mask, completion_tokens)
+        logprobs, entropy = completion_logprobs(self.lm, hidden, ids[:, -completion_tokens:], self.action_logits)
         values = None if self.value_head is None else self.value_head(hidden.float()).squeeze(-1)
         return TokenOutputs(logprobs, values, entropy)
 
@@ -101,9 +102,7 @@ class Reference:
 
     @torch.no_grad()
     def logprobs(self, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int) -> torch.Tensor:
-        if self.frozen is not None:
-            logits, _ = completion_logits(self.frozen, ids, mask, completion_tokens)
-        else:
-            with self.policy.lm.disable_adapter():
-                logits, _ = completion_logits(self.policy.lm, ids, mask, completion_tokens)
-        return token_logprobs(self.policy.action_logits(logits), ids[:, -completion_tokens:])[0]
+        lm = self.frozen if self.frozen is not None else self.policy.lm
+        with nullcontext() if self.frozen is not None else lm.disable_adapter():
+            hidden = completion_hidden(lm, ids, mask, completion_tokens)
+            return completion_logprobs(lm, hidden, ids[:, -completion_tokens:], self.policy.action_logits)[0]
