@@ -20,20 +20,24 @@ def run_quick(script: str, out: Path) -> None:
 
 
 def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path):
-    from textgym.tasks import TASKS
+    from textgym.rewards import RewardModelScore
+    from textgym.tasks import REWARD_MODES, TASKS
 
     run_quick("immediate_vs_sparse.py", tmp_path)
     record = json.loads((tmp_path / "immediate_vs_sparse.json").read_text())
-    assert set(record["results"]) == set(TASKS)
+    assert set(record["results"]) == set(TASKS) == set(record["sources"]) == set(record["goal"])
     for task, algos in record["results"].items():
         assert set(algos) == {"ppo", "grpo"}
+        # attention credit only where the score is a reward model's
+        expected = set(REWARD_MODES) - (set() if isinstance(TASKS[task].scorer(), RewardModelScore) else {"attention"})
         for modes in algos.values():
-            assert set(modes) == {"sparse", "immediate"}
+            assert set(modes) == expected
             for stats in modes.values():
                 assert len(stats["tokens_to_threshold"]) == record["seeds"]
                 assert isinstance(stats["test_score_mean"], float) and isinstance(stats["final_kl_mean"], float)
+        assert all(source["rollout_tokens"] > 0 for source in record["sources"][task].values())
         assert (tmp_path / f"immediate_vs_sparse_{task.lower()}.png").stat().st_size > 0
-    assert {r["mode"] for r in record["runs"]} == {"sparse", "immediate"}
+    assert {r["mode"] for r in record["runs"]} == set(REWARD_MODES)
     assert all(r["steps"][-1] >= record["budgets"][r["task"]] for r in record["runs"])
 
 

@@ -24,7 +24,7 @@ Example:
     >>> render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
     '<|user|>Hi<|end|><|assistant|>'
     >>> host_reply(secret=7, guess="10")
-    Reply(text='Lower.', score=-0.1, done=False)
+    Reply(text='Lower.', score=-0.1, done=False, role='user')
 """
 
 from __future__ import annotations
