@@ -136,6 +136,7 @@ def test_train_into_a_finished_run_is_refused_and_keeps_it(tmp_path, capsys):
     assert (out / "metrics.csv").read_text() == metrics
 
 
+@pytest.mark.slow
 def test_list_and_the_console_script(capsys):
     assert main(["list"]) == 0
     listed = capsys.readouterr().out

@@ -263,7 +263,7 @@ def comparable(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
 
 
-@pytest.mark.parametrize(("algo", "steps"), [("ppo", 2000), ("grpo", 400)])
+@pytest.mark.parametrize(("algo", "steps"), [pytest.param("ppo", 2000, marks=pytest.mark.slow), ("grpo", 400)])
 def test_resume_replays_the_uninterrupted_run_exactly(tmp_path, algo, steps):
     """Train `steps` directly; separately, train half, stop, resume and finish: the same metrics."""
     settings = dict(algo=algo, steps=steps, num_envs=16, checkpoint_every=3, lr_schedule="linear")
@@ -450,6 +450,7 @@ def test_unknown_env_id_lists_the_registered_ones(tmp_path):
         Trainer(small_config(tmp_path, env_id="textgym/Nope-v0"), progress=False)
 
 
+@pytest.mark.slow
 def test_two_processes_keep_identical_weights(tmp_path):
     """DDP over gloo: each process rolls out its own envs; all-reduced gradients keep the weights equal."""
     worker = Path(__file__).parent / "distributed_worker.py"
