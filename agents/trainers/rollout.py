@@ -193,9 +193,10 @@ class Rollout:
             _, reward, terminated, truncated, info = self.envs.step(token.cpu().numpy())
             tokens[:, t], rewards[alive, t], taken[alive, t] = token, reward[alive], True
             ended = alive & (terminated | truncated)
+            credited = info.get("_reward_redistribution")  # hindsight credit (AttentionCredit), when any
             for i in np.flatnonzero(ended):
                 scores[i], completions[i], eos[i] = info["score"][i], info["completion"][i], terminated[i]
-                if info.get("_reward_redistribution", np.zeros(n, bool))[i]:  # hindsight credit (AttentionCredit)
+                if credited is not None and credited[i]:
                     rewards[i, : t + 1] += np.asarray(info["reward_redistribution"][i], np.float32)
             alive &= ~ended
             steps = t + 1

@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from textgym.models import default_device, load_causal_lm
+from textgym.models import load_causal_lm
 from textgym.rewards.rollouts import (
-    EnvSource, FitConfig, Rollout, RolloutBatch, check_source, correlation, fit, read_source, sample_rollouts,
-    save_source, scored_vector_env, source_record,
+    EnvSource, FitConfig, Rollout, RolloutBatch, check_source, correlation, fit, read_source, sample_for_fit,
+    save_source, source_record,
 )
 from textgym.wrappers.base import Episodes, TokenReward, Transition
 from textgym.wrappers.reference import ActionLogProbs
@@ -89,18 +89,10 @@ def train_implicit_reward(env: EnvSource, config: ImplicitConfig | None = None, 
     ``env`` is a registered id (``env_kwargs`` go to ``gym.make_vec``) or a factory
     ``num_envs -> vector env``; its scorer labels the rollouts of ``config.model``.
     """
-    from tqdm.auto import tqdm
-
     config = config or ImplicitConfig()
-    device = torch.device(config.device) if config.device else default_device()
-    torch.manual_seed(config.seed)
-    envs, mdp = scored_vector_env(env, config.num_envs, env_kwargs, "train_implicit_reward")
-    reference = load_causal_lm(config.model, device=device).requires_grad_(False).eval()
-    with tqdm(total=config.episodes + config.heldout, desc="rollouts", disable=not progress) as bar:
-        rollouts = sample_rollouts(reference, envs, config.episodes + config.heldout, config.temperature,
-                                   config.seed, bar.update)
-    envs.close()
-    train, heldout = rollouts[: config.episodes], rollouts[config.episodes :]
+    reference = load_causal_lm(config.model, device=config.device).requires_grad_(False).eval()
+    sampled = sample_for_fit(env, config, env_kwargs, "train_implicit_reward", progress, model=reference)
+    train, heldout, device, mdp = sampled.train, sampled.heldout, sampled.device, sampled.mdp
     scores = np.array([r.score for r in train])
     low, high = float(scores.min()), float(scores.max())
     if high == low:
@@ -119,7 +111,7 @@ def train_implicit_reward(env: EnvSource, config: ImplicitConfig | None = None, 
         heldout_sums = (config.beta * log_ratios(lm, reference, RolloutBatch.of(heldout, device)).sum(1)).cpu().numpy()
     report = {"correlation_with_score": correlation(heldout_sums, np.array([r.score for r in heldout])),
               "heldout": len(heldout)}
-    record = source_record(env, mdp, config, rollouts, beta=config.beta, reference=config.model,
+    record = source_record(env, mdp, config, sampled.all, beta=config.beta, reference=config.model,
                            score_low=low, score_high=high, report=report)
     return TrainedImplicitReward(lm.eval(), mdp.tokenizer, record)
 

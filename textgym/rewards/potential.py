@@ -42,11 +42,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from textgym.models import default_device, load_causal_lm
+from textgym.models import load_causal_lm
 from textgym.models.cache import RowCache
 from textgym.rewards.rollouts import (
-    EnvSource, FitConfig, Rollout, RolloutBatch, check_source, correlation, fit, read_source, sample_rollouts,
-    save_source, scored_vector_env, source_record,
+    EnvSource, FitConfig, Rollout, RolloutBatch, check_source, correlation, fit, read_source, sample_for_fit,
+    save_source, source_record,
 )
 from textgym.wrappers.base import Episodes, Transition
 from textgym.wrappers.components import Potential
@@ -111,18 +111,9 @@ def train_potential(env: EnvSource, config: PotentialConfig | None = None, progr
     split unless told) or a factory ``num_envs -> vector env``. The env must have a scorer: its
     ``info["score"]`` at episode end is the regression target.
     """
-    from tqdm.auto import tqdm
-
     config = config or PotentialConfig()
-    device = torch.device(config.device) if config.device else default_device()
-    torch.manual_seed(config.seed)
-    envs, mdp = scored_vector_env(env, config.num_envs, env_kwargs, "train_potential")
-    policy = load_causal_lm(config.model, device=device).eval()
-    with tqdm(total=config.episodes + config.heldout, desc="rollouts", disable=not progress) as bar:
-        rollouts = sample_rollouts(policy, envs, config.episodes + config.heldout, config.temperature, config.seed,
-                                   bar.update)
-    envs.close()
-    train, heldout = rollouts[: config.episodes], rollouts[config.episodes :]
+    sampled = sample_for_fit(env, config, env_kwargs, "train_potential", progress)
+    train, heldout, device, mdp = sampled.train, sampled.heldout, sampled.device, sampled.mdp
     scores = np.array([r.score for r in train])
     mean, std = float(scores.mean()), float(scores.std()) or 1.0
 
@@ -137,7 +128,7 @@ def train_potential(env: EnvSource, config: PotentialConfig | None = None, progr
         return ((phi - target) ** 2 * real).sum() / real.sum()  # every prefix is a target
 
     fit(value_model, train, loss, config, progress, "fitting Φ")
-    record = source_record(env, mdp, config, rollouts, score_mean=mean, score_std=std,
+    record = source_record(env, mdp, config, sampled.all, score_mean=mean, score_std=std,
                            report=fit_report(value_model, heldout, mean, std))
     return TrainedPotential(value_model, mdp.tokenizer, mdp.scorer, record)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from textgym.models import atomic_directory
+from textgym.models import atomic_directory, default_device, load_causal_lm
 from textgym.models.cache import positions
 from textgym.models.sampling import first_episodes
 from textgym.scorers.base import scorer_name
@@ -92,6 +92,37 @@ def sample_rollouts(model: PreTrainedModel, envs: gym.vector.VectorEnv, episodes
             rollouts.append(Rollout(row[mask == 1], np.asarray(info["completion_ids"]), float(info["score"])))
         progress(len(infos))
     return rollouts[:episodes]
+
+
+@dataclass
+class SampledRollouts:
+    """What a source is fitted to: the env's MDP, the device, and the train and held-out rollouts."""
+
+    mdp: Any
+    device: torch.device
+    train: list[Rollout]
+    heldout: list[Rollout]
+
+    @property
+    def all(self) -> list[Rollout]:
+        return self.train + self.heldout
+
+
+def sample_for_fit(env: EnvSource, config: FitConfig, env_kwargs: dict[str, Any], caller: str, progress: bool,
+                   model: PreTrainedModel | None = None) -> SampledRollouts:
+    """Seed, build the scored env, and sample ``config.episodes + config.heldout`` rollouts of
+    ``config.model`` (or of ``model``, already loaded) with a progress bar."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(config.device) if config.device else default_device()
+    torch.manual_seed(config.seed)
+    envs, mdp = scored_vector_env(env, config.num_envs, env_kwargs, caller)
+    policy = model if model is not None else load_causal_lm(config.model, device=device).eval()
+    with tqdm(total=config.episodes + config.heldout, desc="rollouts", disable=not progress) as bar:
+        rollouts = sample_rollouts(policy, envs, config.episodes + config.heldout, config.temperature, config.seed,
+                                   bar.update)
+    envs.close()
+    return SampledRollouts(mdp, device, rollouts[: config.episodes], rollouts[config.episodes :])
 
 
 @dataclass
