@@ -30,7 +30,7 @@ import torch
 import textgym  # noqa: F401  (registers the envs)
 from common import Contender, machine, measure, parse_args, single_runner, vector_runner, write_json
 from textgym.models import load_causal_lm
-from textgym.models.cache import cache_of, cached
+from textgym.models.sampling import HFSampler, Sampling
 
 ENV_ID = "textgym/TextGeneration-v0"
 
@@ -62,22 +62,19 @@ class MinimalAppendEnv:
 
 
 def lm_runner(num_envs: int, length: int) -> Callable[[float], tuple[int, float]]:
-    """Sample one token for every env from the tiny LM with a KV cache, like a rollout does."""
+    """Sample one token for every env from the tiny LM with the rollout's ``HFSampler`` (KV cache)."""
     model = load_causal_lm("tiny", device="cpu")
-    vocab = model.config.vocab_size
+    sampler, processors = HFSampler(model), Sampling().processors(model.config.vocab_size)
     generator = torch.Generator().manual_seed(0)
 
-    @torch.no_grad()
     def run(seconds: float) -> tuple[int, float]:
         tokens, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            prompt = torch.randint(2, vocab, (num_envs, 16), generator=generator)
-            out = model(input_ids=prompt, use_cache=True)
-            for _ in range(length - 16):  # decode until the cache holds a full observation
-                probs = torch.softmax(out.logits[:, -1], dim=-1)
-                token = torch.multinomial(probs, 1, generator=generator)
-                out = model(input_ids=token, **cached(cache_of(out)), use_cache=True)
-                tokens += num_envs
+            prompt = torch.randint(2, model.config.vocab_size, (num_envs, 16), generator=generator)
+            # decode until the cache holds a full observation
+            out = sampler.sample(prompt, torch.ones_like(prompt), length - 16, eos_id=None, processors=processors,
+                                 generator=generator)
+            tokens += out.tokens.numel()
         return tokens, time.perf_counter() - start
 
     return run

@@ -9,6 +9,7 @@ after round in one run:
   per step with a KV cache;
 - ``env_rollout_immediate``: the same with ``reward_mode="immediate"`` (VADER potential shaping
   at every token);
+- ``sampler``: the rollout's ``HFSampler`` alone, on the same prompts (the rollout minus the env);
 - ``generate``: ``model.generate(do_sample=True)`` on the same prompts, batch and sampling;
 - ``iteration``: a full PPO iteration of ``agents.trainers.Trainer`` (rollout, scoring forward,
   reference forward, 4 epochs of updates).
@@ -35,9 +36,10 @@ import torch
 
 import textgym  # noqa: F401  (registers the envs)
 from agents.trainers import TrainConfig, Trainer
-from agents.trainers.rollout import Rollout, Sampling
+from agents.trainers.rollout import Rollout
 from common import gpt2_small_dir, machine, parse_args, write_json
 from textgym.models import default_device, load_causal_lm
+from textgym.models.sampling import HFSampler, Sampling, env_prompts, sample_for
 
 ENV_ID, BATCH, NEW_TOKENS = "textgym/Sentiment-v0", 64, 48
 
@@ -47,11 +49,10 @@ def contenders(model: str, device: torch.device) -> dict:
     lm = load_causal_lm(model, device=device)
     rollouts = {name: Rollout(gym.make_vec(ENV_ID, num_envs=BATCH, reward_mode=mode, **env_kwargs), Sampling())
                 for name, mode in [("env_rollout", "sparse"), ("env_rollout_immediate", "immediate")]}
-    obs, _ = rollouts["env_rollout"].envs.reset(seed=0)
-    prompt_ids = torch.from_numpy(obs["input_ids"][:, NEW_TOKENS:]).to(device)
-    prompt_mask = torch.from_numpy(obs["attention_mask"][:, NEW_TOKENS:]).to(device)
-    first = int(prompt_mask.any(0).nonzero()[0])
-    prompt_ids, prompt_mask = prompt_ids[:, first:], prompt_mask[:, first:]
+    envs = rollouts["env_rollout"].envs
+    prompt_ids, prompt_mask, _ = env_prompts(envs, list(range(BATCH)))
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    sampler = HFSampler(lm)
     generator = torch.Generator(device).manual_seed(0)
     trainer = Trainer(TrainConfig(env_id=ENV_ID, model=model, num_envs=BATCH, minibatch_size=16, steps=10**9,
                                   reward_mode="sparse", env_kwargs=env_kwargs, lr=1e-6,
@@ -73,7 +74,8 @@ def contenders(model: str, device: torch.device) -> dict:
                               pad_token_id=1)
         assert out.shape[1] == prompt_ids.shape[1] + NEW_TOKENS
 
-    runs = {name: (lambda r=r: r.collect(lm, list(range(BATCH)), generator)) for name, r in rollouts.items()}
+    runs = {name: (lambda r=r: r.collect(sampler, list(range(BATCH)), generator)) for name, r in rollouts.items()}
+    runs["sampler"] = lambda: sample_for(envs, sampler, prompt_ids, prompt_mask, Sampling(), generator)
     runs["generate"] = generate
     runs["iteration"] = trainer.iterate
     return {name: (lambda fn=fn: timed(fn)) for name, fn in runs.items()}
@@ -104,11 +106,12 @@ def main() -> None:
                                                   / results[name]["generate"]["tokens_per_s"])
             results[name]["ratio_immediate_vs_generate"] = (results[name]["env_rollout_immediate"]["tokens_per_s"]
                                                             / results[name]["generate"]["tokens_per_s"])
-    print(f"\n{'model':<12}{'env rollout':>14}{'+immediate':>12}{'generate':>11}{'iteration':>11}{'ratio':>8}"
+    print(f"\n{'model':<12}{'env rollout':>14}{'+immediate':>12}{'sampler':>10}{'generate':>11}{'iteration':>11}"
+          f"{'ratio':>8}"
           f"  (tokens/s, batch {BATCH}, {NEW_TOKENS} new tokens, {device})")
     for name, r in results.items():
         print(f"{name:<12}{r['env_rollout']['tokens_per_s']:>14.0f}{r['env_rollout_immediate']['tokens_per_s']:>12.0f}"
-              f"{r['generate']['tokens_per_s']:>11.0f}{r['iteration']['tokens_per_s']:>11.0f}"
+              f"{r['sampler']['tokens_per_s']:>10.0f}{r['generate']['tokens_per_s']:>11.0f}{r['iteration']['tokens_per_s']:>11.0f}"
               f"{r['ratio_vs_generate']:>8.2f}")
     record = {"env_id": ENV_ID, "batch": BATCH, "new_tokens": NEW_TOKENS, "device": str(device), "machine": machine(),
               "ratio_vs_generate": results.get("tiny", {}).get("ratio_vs_generate"), "models": results}

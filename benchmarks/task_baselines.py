@@ -1,7 +1,7 @@
 """Task baselines: the embedded model's score on each task's test split, a bad policy's and a good one's.
 
-The base score samples the tiny model at temperature 1 through the task's vector env (the first
-``--episodes`` finished episodes). "Gold" scores what a good policy writes: the reference
+The base score samples the tiny model at temperature 1 (``HFSampler``) for ``--episodes`` test
+prompts, in batches of ``--num-envs``, and steps the task's vector env through the completions. "Gold" scores what a good policy writes: the reference
 summary, the right answer, a scene that uses the three words once, and a plainly positive review
 ending, a polite on-topic answer (Preference), for the same test prompts. "Floor" scores a bad
 policy: the empty completion, and for Preference the held-out rejected answers (off-topic, cut
@@ -23,20 +23,18 @@ import torch
 
 import textgym
 from common import machine, parse_args, write_json
-from textgym.models.sampling import sample_tokens
 from textgym.models import load_causal_lm
+from textgym.models.sampling import HFSampler, first_episodes
 from textgym.scorers import run_scorer
 from textgym.tasks import TASKS
 
 
 def base_scores(env_id: str, model, episodes: int, num_envs: int, seed: int) -> list[float]:
     envs = gym.make_vec(env_id, num_envs=num_envs, split="test")
-    generator = torch.Generator().manual_seed(seed)
-    obs, _ = envs.reset(seed=seed)
     scores: list[float] = []
-    while len(scores) < episodes:
-        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, envs, obs, 1.0, generator))
-        scores += [float(info["score"][i]) for i in np.flatnonzero(terminated | truncated)]
+    for batch in range(-(-episodes // num_envs)):  # env i of batch b is seeded seed + b * num_envs + i
+        _, infos = first_episodes(HFSampler(model), envs, seed + batch * num_envs)
+        scores += [float(info["score"]) for info in infos]
     return scores[:episodes]
 
 

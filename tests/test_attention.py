@@ -9,7 +9,8 @@ from stable_baselines3 import PPO
 
 import textgym  # noqa: F401
 from agents import LLMActorCriticPolicy
-from agents.trainers.rollout import Rollout, Sampling
+from agents.trainers.rollout import Rollout
+from textgym.models.sampling import HFSampler, Sampling
 from agents.trainers.sb3 import RedistributeRewards
 from textgym.models import load_causal_lm
 from textgym.rewards import PREFERENCE_MODEL, AttentionCredit, RewardModelScore
@@ -64,7 +65,7 @@ def test_a_vector_env_reports_each_finished_envs_credit(mode):
 
 def test_the_batched_trainer_applies_the_credit():
     envs = gym.make_vec("textgym/Preference-v0", num_envs=4, reward_mode="attention", max_new_tokens=6)
-    batch = Rollout(envs, Sampling()).collect(load_causal_lm("tiny", device="cpu"), [0, 1, 2, 3],
+    batch = Rollout(envs, Sampling()).collect(HFSampler(load_causal_lm("tiny", device="cpu")), [0, 1, 2, 3],
                                                torch.Generator().manual_seed(0))
     torch.testing.assert_close(batch.rewards.sum(1), batch.scores, atol=1e-4, rtol=1e-4)
     before_last = batch.rewards * batch.completion_mask

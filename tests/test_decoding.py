@@ -1,4 +1,4 @@
-"""The decoding helpers the rollout runs on: ``sample_categorical`` and ``preallocated_cache``."""
+"""Sampling: ``sample_categorical``, ``preallocated_cache``, the ``Sampler`` seam and its ``HFSampler``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,21 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+import gymnasium as gym
+
+import textgym  # noqa: F401  (registers the envs)
+from agents.trainers.rollout import Rollout
 from textgym.models import load_causal_lm
-from textgym.models.cache import positions, preallocated_cache
-from textgym.models.sampling import sample_categorical
+from textgym.models.cache import cache_of, cached, positions, preallocated_cache
+from textgym.models.sampling import (
+    Completions,
+    HFSampler,
+    Sampling,
+    action_logits,
+    env_prompts,
+    first_episodes,
+    sample_categorical,
+)
 
 
 def test_sample_categorical_draws_from_the_given_distribution():
@@ -36,12 +48,12 @@ def test_sample_categorical_rejects_rows_without_mass(bad):
 
 
 def decode_logits(lm, cache, ids: torch.Tensor, mask: torch.Tensor, steps: int) -> torch.Tensor:
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask), past_key_values=cache, use_cache=True)
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask), **cached(cache), use_cache=True)
     logits = [out.logits[:, -1]]
     for t in range(steps):
         position, mask = mask.sum(-1, keepdim=True), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         out = lm(input_ids=torch.full((len(ids), 1), 100 + t), attention_mask=mask, position_ids=position,
-                 past_key_values=out.past_key_values, use_cache=True)
+                 **cached(cache_of(out)), use_cache=True)
         logits.append(out.logits[:, -1])
     return torch.stack(logits)
 
@@ -56,3 +68,76 @@ def test_preallocated_cache_decodes_exactly_like_the_dynamic_cache():
     assert torch.equal(decode_logits(lm, preallocated_cache(18), ids, mask, steps=8), expected)
     with pytest.raises(ValueError, match=r"preallocated_cache\(17\) cannot hold 18 positions"):
         decode_logits(lm, preallocated_cache(17), ids, mask, steps=8)
+
+
+@torch.no_grad()
+def test_the_hf_sampler_draws_what_an_uncached_token_by_token_loop_draws():
+    """Same generator, same draws: the KV cache, the processors and the stop at EOS change nothing."""
+    lm = load_causal_lm("tiny", device="cpu")
+    envs = gym.make_vec("textgym/Sentiment-v0", num_envs=6, max_new_tokens=12)
+    ids, mask, _ = env_prompts(envs, list(range(6)))
+    eos = envs.unwrapped.mdp.eos_id
+    processors = Sampling(temperature=1.3, top_p=0.9).processors(len(envs.unwrapped.tokenizer))
+    out = HFSampler(lm).sample(ids, mask, 12, eos_id=eos, processors=processors,
+                               generator=torch.Generator().manual_seed(3))
+
+    generator, rows, row_mask, ended = torch.Generator().manual_seed(3), ids, mask, torch.zeros(6, dtype=torch.bool)
+    for t in range(out.tokens.shape[1]):
+        logits = lm(input_ids=rows, attention_mask=row_mask, position_ids=positions(row_mask)).logits[:, -1]
+        token = sample_categorical(torch.softmax(processors(rows, logits), -1), generator)
+        assert torch.equal(out.tokens[:, t], token)
+        rows = torch.cat([rows, token[:, None]], 1)
+        row_mask = torch.cat([row_mask, torch.ones_like(row_mask[:, :1])], 1)
+        ended |= token == eos
+    assert ended.all() or out.tokens.shape[1] == 12  # it stopped when every row had ended, and not before
+    first_eos = [(row == eos).nonzero()[0, 0].item() + 1 if (row == eos).any() else 12 for row in out.tokens]
+    assert out.lengths.tolist() == first_eos
+    assert out.mask.sum(1).tolist() == first_eos
+
+
+@torch.no_grad()
+def test_the_rollout_equals_sampling_while_stepping_the_env_token_by_token():
+    """The rollout samples whole completions, then steps the env column by column; a loop that
+    samples each token from the env's latest observation gives the same episodes and rewards."""
+    lm = load_causal_lm("tiny", device="cpu")
+    make = lambda: gym.make_vec("textgym/Sentiment-v0", num_envs=5, max_new_tokens=10, reward_mode="immediate")
+    batch = Rollout(make(), Sampling()).collect(HFSampler(lm), seeds=list(range(5)),
+                                                generator=torch.Generator().manual_seed(1))
+
+    envs, generator = make(), torch.Generator().manual_seed(1)
+    obs, _ = envs.reset(seed=list(range(5)))
+    rewards, scores, alive = [[] for _ in range(5)], [None] * 5, np.ones(5, bool)
+    while alive.any():
+        ids, mask = torch.from_numpy(obs["input_ids"]), torch.from_numpy(obs["attention_mask"])
+        logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1]
+        token = sample_categorical(torch.softmax(action_logits(logits, len(envs.unwrapped.tokenizer)), -1), generator)
+        obs, reward, terminated, truncated, info = envs.step(token.numpy())
+        for i in np.flatnonzero(alive):
+            rewards[i].append(reward[i])
+            if terminated[i] or truncated[i]:
+                scores[i], alive[i] = info["score"][i], False
+    assert batch.lengths.tolist() == [len(r) for r in rewards]
+    for i in range(5):
+        np.testing.assert_allclose(batch.rewards[i, : len(rewards[i])].numpy(), rewards[i], atol=1e-5)
+    np.testing.assert_allclose(batch.scores.numpy(), scores, atol=1e-6)
+
+
+class ScriptedSampler:
+    """A ``Sampler`` that is not a model: every row writes ``script``."""
+
+    def __init__(self, script: list[int]):
+        self.script = script
+
+    def sample(self, prompt_ids, prompt_mask, max_new_tokens, *, eos_id, processors, generator) -> Completions:
+        tokens = torch.tensor(self.script[:max_new_tokens]).repeat(len(prompt_ids), 1)
+        return Completions(tokens, torch.full((len(prompt_ids),), tokens.shape[1]))
+
+
+def test_any_sampler_plugs_into_the_rollout_and_first_episodes():
+    envs = gym.make_vec("textgym/Arithmetic-v0", num_envs=3)
+    tokenizer = envs.unwrapped.tokenizer
+    script = [*tokenizer.encode("42"), tokenizer.eos_token_id]
+    batch = Rollout(envs, Sampling()).collect(ScriptedSampler(script), seeds=[0, 1, 2], generator=torch.Generator())
+    assert batch.completions == ["42"] * 3 and batch.ended_by_eos.all()
+    _, episodes = first_episodes(ScriptedSampler(script), envs, seed=0)
+    assert [e["completion"] for e in episodes] == ["42"] * 3 and {e["ended_by"] for e in episodes} == {"EOS"}

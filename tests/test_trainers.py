@@ -24,7 +24,8 @@ from agents.trainers.metrics import read_metrics
 from agents.trainers.policy import Reference, TokenOutputs, TokenPolicy
 from agents.trainers.ppo import PPO, gae
 from agents.trainers.rloo import RLOO
-from agents.trainers.rollout import Rollout, Sampling
+from agents.trainers.rollout import Rollout
+from textgym.models.sampling import HFSampler, Sampling
 from textgym.models import load_causal_lm
 from tests.helpers import FS_OPS, Killed, kill_at
 
@@ -177,7 +178,8 @@ def test_policy_log_probs_equal_step_by_step_forwards():
 def test_rollout_batches_are_the_envs_episodes():
     envs = gym.make_vec("textgym/Arithmetic-v0", num_envs=6)  # sparse: the score is the only reward
     lm = load_causal_lm("tiny", device="cpu")
-    batch = Rollout(envs, Sampling()).collect(lm, seeds=list(range(6)), generator=torch.Generator().manual_seed(0))
+    batch = Rollout(envs, Sampling()).collect(HFSampler(lm), seeds=list(range(6)),
+                                              generator=torch.Generator().manual_seed(0))
     tokenizer = envs.unwrapped.tokenizer
     width = batch.completion_tokens
     for i in range(6):
@@ -193,7 +195,7 @@ def test_rollout_batches_are_the_envs_episodes():
 def test_a_minibatch_drops_only_columns_that_are_padding_in_all_its_rows():
     envs = gym.make_vec("textgym/Sentiment-v0", num_envs=8, max_new_tokens=32)
     policy = TokenPolicy.load("tiny", with_value=True)
-    batch = Rollout(envs, Sampling()).collect(policy.lm, seeds=list(range(8)),
+    batch = Rollout(envs, Sampling()).collect(HFSampler(policy.lm), seeds=list(range(8)),
                                               generator=torch.Generator().manual_seed(0))
     full = policy(batch.ids, batch.mask, batch.completion_tokens)
     rows = torch.argsort(batch.lengths)[:3]  # the shortest episodes: their minibatch is narrower
@@ -220,7 +222,7 @@ def test_rollout_evaluate_and_training_honour_the_envs_action_mask():
     envs = gym.make_vec("textgym/Arithmetic-v0", num_envs=8, **kwargs)
     rollout = Rollout(envs, Sampling(temperature=2.0))
     policy = TokenPolicy.load("tiny", with_value=False, temperature=2.0, allowed=rollout.allowed)
-    batch = rollout.collect(digits, seeds=list(range(8)), generator=torch.Generator().manual_seed(0))
+    batch = rollout.collect(HFSampler(digits), seeds=list(range(8)), generator=torch.Generator().manual_seed(0))
     taken = batch.completion_mask.bool()
     assert set(batch.ids[:, -batch.completion_tokens:][taken].tolist()) <= allowed
     out = policy(batch.ids, batch.mask, batch.completion_tokens)
@@ -234,7 +236,8 @@ def test_rollout_evaluate_and_training_honour_the_envs_action_mask():
 def test_top_k_one_sampling_is_greedy():
     envs = gym.make_vec("textgym/Sentiment-v0", num_envs=2, max_new_tokens=8)
     lm = load_causal_lm("tiny", device="cpu")
-    batch = Rollout(envs, Sampling(top_k=1)).collect(lm, seeds=[0, 1], generator=torch.Generator().manual_seed(0))
+    batch = Rollout(envs, Sampling(top_k=1)).collect(HFSampler(lm), seeds=[0, 1],
+                                                     generator=torch.Generator().manual_seed(0))
     for i in range(2):
         prompt = batch.ids[i, : -batch.completion_tokens][batch.mask[i, : -batch.completion_tokens].bool()]
         greedy = lm.generate(prompt[None], do_sample=False, max_new_tokens=batch.completion_tokens,

@@ -15,7 +15,7 @@ import gymnasium as gym
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.models import load_causal_lm
-from textgym.models.sampling import first_episodes
+from textgym.models.sampling import HFSampler, Sampling, first_episodes
 
 
 @dataclass
@@ -30,7 +30,7 @@ class DemoConfig:
 def rollout(cfg: DemoConfig) -> list[dict]:
     """The first episode of each of ``cfg.episodes`` envs, as their end-of-episode infos."""
     envs = gym.make_vec(cfg.env_id, num_envs=cfg.episodes)
-    _, infos = first_episodes(load_causal_lm(cfg.model), envs, cfg.seed, cfg.temperature)
+    _, infos = first_episodes(HFSampler(load_causal_lm(cfg.model)), envs, cfg.seed, Sampling(cfg.temperature))
     envs.close()
     return [{key: info[key] for key in ("prompt", "completion", "score", "ended_by")} for info in infos]
 

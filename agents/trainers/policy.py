@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from agents.lm import apply_lora, chunked_logprobs, hidden_states, load_trunk, value_head
-from textgym.models.cache import positions
+from textgym.models.cache import autocast, positions
 from textgym.models.sampling import action_logits
 
 
@@ -34,11 +34,6 @@ class TokenOutputs(NamedTuple):
     logprobs: torch.Tensor  # (B, T): log pi(token_t | prefix), at the sampling temperature
     values: torch.Tensor | None  # (B, T): V(prefix before token_t)
     entropy: torch.Tensor  # (B, T)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def completion_hidden(lm: nn.Module, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int) -> torch.Tensor:

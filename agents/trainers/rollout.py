@@ -1,17 +1,20 @@
-"""The rollout every trainer shares: one episode per env, one sampled token per env per step.
+"""The rollout every trainer shares: one episode per env, sampled, then stepped through the env.
 
-Each step samples a token for all N envs from the policy (with a KV cache, like ``generate()``)
-and passes the tokens to ``envs.step``, so every token goes through the Gymnasium vector env and
-its immediate-reward wrappers, and their per-token rewards come back. An env whose episode has
-ended keeps receiving (ignored) tokens until every env is done: the batch stays rectangular, as in
-``generate()``. The result is a ``Batch`` of (prompt, completion) rows ready for one full forward.
+A ``Sampler`` samples the completions of the N envs' prompts (``HFSampler``: the policy with a
+KV cache, like ``generate()``); then the envs step through them column by column, so every token
+goes through the Gymnasium vector env and its immediate-reward wrappers, and their per-token
+rewards come back. An env whose episode has ended keeps receiving (ignored) tokens until every env
+is done: the batch stays rectangular, as in ``generate()``. The result is a ``Batch`` of
+(prompt, completion) rows ready for one full forward.
 
 Example:
     >>> import gymnasium as gym, torch, textgym
-    >>> from agents.trainers.rollout import Rollout, Sampling
+    >>> from agents.trainers.rollout import Rollout
     >>> from textgym.models import load_causal_lm
+    >>> from textgym.models.sampling import HFSampler, Sampling
     >>> envs = gym.make_vec("textgym/Arithmetic-v0", num_envs=4, reward_mode="immediate")
-    >>> batch = Rollout(envs, Sampling()).collect(load_causal_lm("tiny", device="cpu"), seeds=[0, 1, 2, 3],
+    >>> sampler = HFSampler(load_causal_lm("tiny", device="cpu"))
+    >>> batch = Rollout(envs, Sampling()).collect(sampler, seeds=[0, 1, 2, 3],
     ...                                         generator=torch.Generator().manual_seed(0))
     >>> batch.ids.shape[0], batch.rewards.shape == batch.completion_mask.shape, len(batch.completions)
     (4, True, 4)
@@ -26,42 +29,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from transformers.generation.logits_process import (
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
-from agents.trainers.policy import autocast
-from textgym.models.cache import cache_of, cached, positions, preallocated_cache
-from textgym.models.sampling import action_logits, sample_categorical
+from textgym.models.sampling import HFSampler, Sampler, Sampling, env_prompts, sample_for
 from textgym.rewards import ImplicitConfig, PotentialConfig, implicit, potential, train_implicit_reward, train_potential
 from textgym.tasks import TASKS, TRAINED_SOURCES
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How tokens are drawn: transformers' own warpers, as ``generate(do_sample=True)`` applies them."""
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    @classmethod
-    def from_config(cls, config) -> Sampling:
-        """The sampling fields of a ``TrainConfig``."""
-        return cls(config.temperature, config.top_k, config.top_p)
-
-    def warpers(self) -> LogitsProcessorList:
-        warpers = LogitsProcessorList()
-        if self.temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(self.temperature))
-        if self.top_k > 0:
-            warpers.append(TopKLogitsWarper(self.top_k))
-        if self.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(self.top_p))
-        return warpers
 
 
 @dataclass
@@ -152,46 +123,28 @@ def reward_sources(config, progress: bool = False) -> dict[str, str]:
 
 
 class Rollout:
-    """Drives a textgym vector env with a causal LM, one token per env per step."""
+    """Drives a textgym vector env with a ``Sampler``'s completions, one column per step."""
 
     def __init__(self, envs, sampling: Sampling):
-        self.envs, self.sampling, self.warpers = envs, sampling, sampling.warpers()
-        mdp = envs.unwrapped.mdp
-        self.max_new_tokens, self.pad_id, self.vocab = mdp.max_new_tokens, mdp.pad_id, mdp.vocab_size
-        self.allowed = torch.from_numpy(mdp.action_mask)  # the env's action_masks(), the same for every row
+        self.envs, self.sampling = envs, sampling
+        self.pad_id = envs.unwrapped.mdp.pad_id
+        self.allowed = torch.from_numpy(envs.unwrapped.mdp.action_mask)  # the env's action_masks(), for every row
 
-    def _sample(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        scores = self.warpers(None, action_logits(logits, self.vocab, 1.0, self.allowed))  # warpers apply temperature
-        return sample_categorical(torch.softmax(scores, dim=-1), generator)
-
-    @torch.no_grad()
-    def collect(self, lm, seeds: list[int], generator: torch.Generator) -> Batch:
+    def collect(self, sampler: Sampler, seeds: list[int], generator: torch.Generator) -> Batch:
         """One episode per env, env ``i`` reset with ``seeds[i]`` (equal seeds: the same prompt)."""
         start = time.perf_counter()
-        n, device = self.envs.num_envs, lm.device
-        obs, info = self.envs.reset(seed=seeds)
-        prompts = [str(p) for p in info["prompt"]]
-        # At reset the first max_new_tokens columns are padding; then skip the columns no prompt reaches.
-        prompt_ids = torch.from_numpy(obs["input_ids"][:, self.max_new_tokens :]).to(device)
-        prompt_mask = torch.from_numpy(obs["attention_mask"][:, self.max_new_tokens :]).to(device)
-        first = int(prompt_mask.any(0).nonzero()[0])
-        prompt_ids, prompt_mask = prompt_ids[:, first:], prompt_mask[:, first:]
-
-        tokens = torch.full((n, self.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
-        rewards = np.zeros((n, self.max_new_tokens), np.float32)
-        taken = np.zeros((n, self.max_new_tokens), bool)
+        prompt_ids, prompt_mask, info = env_prompts(self.envs, seeds)
+        tokens = sample_for(self.envs, sampler, prompt_ids, prompt_mask, self.sampling, generator).tokens
+        device = tokens.device
+        n, width = tokens.shape
+        rewards = np.zeros((n, width), np.float32)
+        taken = np.zeros((n, width), bool)
         scores, eos = np.zeros(n), np.zeros(n, bool)
-        completions = [""] * n
+        prompts, completions = [str(p) for p in info["prompt"]], [""] * n
         alive = np.ones(n, bool)
-        mask = prompt_mask
-        with autocast(device):
-            out = lm(input_ids=prompt_ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
-                     **cached(preallocated_cache(mask.shape[1] + self.max_new_tokens)), logits_to_keep=1)
-        steps = 0
-        for t in range(self.max_new_tokens):
-            token = self._sample(out.logits[:, -1], generator)
-            _, reward, terminated, truncated, info = self.envs.step(token.cpu().numpy())
-            tokens[:, t], rewards[alive, t], taken[alive, t] = token, reward[alive], True
+        for t, column in enumerate(tokens.T.cpu().numpy()):
+            _, reward, terminated, truncated, info = self.envs.step(column)
+            rewards[alive, t], taken[alive, t] = reward[alive], True
             ended = alive & (terminated | truncated)
             credited = info.get("_reward_redistribution")  # hindsight credit (AttentionCredit), when any
             for i in np.flatnonzero(ended):
@@ -199,19 +152,14 @@ class Rollout:
                 if credited is not None and credited[i]:
                     rewards[i, : t + 1] += np.asarray(info["reward_redistribution"][i], np.float32)
             alive &= ~ended
-            steps = t + 1
             if not alive.any():
                 break
-            position = mask.sum(-1, keepdim=True)
-            mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
-            with autocast(device):
-                out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                         **cached(cache_of(out)), use_cache=True)
+        steps = int(taken.any(0).sum())
         completion_mask = torch.from_numpy(taken[:, :steps]).to(device)
         tokens = torch.where(completion_mask, tokens[:, :steps], self.pad_id)
         return Batch(
-            ids=torch.cat([prompt_ids, tokens], dim=1),
-            mask=torch.cat([prompt_mask, completion_mask.long()], dim=1),
+            ids=torch.cat([prompt_ids.to(device), tokens], dim=1),
+            mask=torch.cat([prompt_mask.to(device), completion_mask.long()], dim=1),
             completion_mask=completion_mask.float(),
             rewards=torch.from_numpy(rewards[:, :steps]).to(device),
             scores=torch.from_numpy(scores).float().to(device),
@@ -227,7 +175,7 @@ def evaluate(lm, env_id: str, env_kwargs: dict | None, episodes: int, sampling: 
     """``episodes`` episodes of ``lm`` on the ``split`` prompts of ``env_id`` (seeded: the same prompts
     for every model); each a dict of prompt, completion and score."""
     envs = make_envs(env_id, episodes, env_kwargs, split=split)
-    batch = Rollout(envs, sampling).collect(lm, [seed + i for i in range(episodes)],
+    batch = Rollout(envs, sampling).collect(HFSampler(lm), [seed + i for i in range(episodes)],
                                             torch.Generator(lm.device).manual_seed(seed))
     envs.close()
     return [{"prompt": p, "completion": c, "score": float(s)}

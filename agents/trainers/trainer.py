@@ -51,6 +51,7 @@ from agents.trainers.policy import Reference, TokenPolicy
 from agents.trainers.rollout import Rollout, Sampling, evaluate, make_envs, reward_sources
 from textgym.models import load_tokenizer, save_pretrained_atomically
 from textgym.models.cache import check_positions
+from textgym.models.sampling import HFSampler
 
 
 
@@ -94,6 +95,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
         self.scheduler = scheduler
+        self.sampler = HFSampler(self.policy.lm)  # the Sampler seam: a vLLM sampler would plug in here
         self.kl = KLController(c.kl_coef, c.kl_target, c.kl_horizon)
         self.generator = torch.Generator(self.accelerator.device)
         if checkpoint is not None:
@@ -134,7 +136,7 @@ class Trainer:
     def iterate(self) -> dict[str, float]:
         """One rollout and one update; the metrics row (``train`` logs it and checkpoints)."""
         c, start = self.config, time.perf_counter()
-        batch = self.rollout.collect(self.policy.lm, self._seed_iteration(), self.generator)
+        batch = self.rollout.collect(self.sampler, self._seed_iteration(), self.generator)
         mask, width = batch.completion_mask, batch.completion_tokens
         with torch.no_grad():
             old = self.policy(batch.ids, batch.mask, width)

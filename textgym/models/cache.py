@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -55,6 +56,11 @@ def cached(kv: Cache | None) -> dict[str, Any]:
 def cache_of(out: Any) -> Cache:
     """The KV cache a model's forward returned."""
     return getattr(out, CACHE)
+
+
+def autocast(device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on CUDA (the models' forward passes there); full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -116,7 +122,7 @@ class RowCache:
         self.mask = torch.zeros(num_rows, length, dtype=torch.long, device=self.device)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, kv=None):
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with autocast(self.device):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, **cached(kv),
                              use_cache=True, output_hidden_states=True)
         return out.logits[:, -1].float(), out.hidden_states[-1][:, -1].float(), cache_of(out)

@@ -1,9 +1,15 @@
-"""Drawing one token per row from a batch of next-token distributions, fast on every device.
+"""Sampling completions: the ``Sampler`` seam, its transformers implementation, and the draw itself.
+
+Every sampling loop goes through a ``Sampler``: the trainers' rollout, ``evaluate``, the demo, the
+reward sources' rollouts and the benchmarks. It samples whole completions for a batch of prompts
+(ids and mask, ``max_new_tokens``, stop at EOS, logits processors, a generator); callers then step
+their env column by column with the tokens. ``HFSampler`` runs a transformers causal LM with a
+preallocated KV cache; a vLLM backend would be a second implementation of the same protocol.
 
 ``torch.multinomial`` draws an exponential variate for every vocabulary entry of every row; on CPU
 that can cost more than a small model's forward pass. Inverse-CDF sampling needs one uniform number
 per row and a binary search in the row's cumulative sums. ``action_logits`` cuts an LM's logits to
-an env's action distribution: every sampling loop, in textgym and in agents, goes through it.
+an env's action distribution.
 
 Example:
     >>> import torch
@@ -16,10 +22,21 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
 import numpy as np
 import torch
+from transformers import PreTrainedModel
+from transformers.generation.logits_process import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
-from textgym.models.cache import positions
+from textgym.models.cache import autocast, cache_of, cached, positions, preallocated_cache
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -60,33 +77,160 @@ def action_logits(logits: torch.Tensor, vocab: int, temperature: float = 1.0,
     return logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
 
 
-@torch.no_grad()
-def sample_tokens(model, envs, obs: dict[str, np.ndarray], temperature: float,
-                  generator: torch.Generator) -> np.ndarray:
-    """One token per env of the vector env ``envs`` from the LM's next-token distribution at the
-    newest position of ``obs``, among the actions the envs' ``action_masks()`` allow."""
-    ids = torch.from_numpy(obs["input_ids"]).to(model.device)
-    mask = torch.from_numpy(obs["attention_mask"]).to(model.device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1]
-    logits = action_logits(logits, envs.single_action_space.n, temperature, envs.unwrapped.action_masks())
-    return sample_categorical(torch.softmax(logits, dim=-1).cpu(), generator).numpy()
+class EnvActions(LogitsProcessor):
+    """The logits processor of an env's action space: ``action_logits`` at temperature 1 (the cut to
+    ``vocab`` and the env's ``action_masks()``); the warpers after it apply the temperature."""
+
+    def __init__(self, vocab: int, allowed: torch.Tensor | np.ndarray | None = None):
+        self.vocab, self.allowed = vocab, None if allowed is None else torch.as_tensor(allowed)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return action_logits(scores, self.vocab, 1.0, self.allowed)
 
 
-def first_episodes(model, envs, seed: int, temperature: float = 1.0) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Run every env of ``envs`` through its first episode, ``model`` sampling each token.
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are drawn: transformers' own warpers, as ``generate(do_sample=True)`` applies them."""
 
-    Returns the reset observations (the prompts, as the envs tokenized them) and, in env order, each
-    first episode's ``prompt``, ``completion``, ``completion_ids``, ``score`` and ``ended_by`` ("EOS"
-    or "length limit").
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    @classmethod
+    def from_config(cls, config) -> Sampling:
+        """The sampling fields of a config (a ``TrainConfig``, say)."""
+        return cls(config.temperature, config.top_k, config.top_p)
+
+    def processors(self, vocab: int, allowed: torch.Tensor | np.ndarray | None = None) -> LogitsProcessorList:
+        """The env's actions (``EnvActions``), then the temperature, top-k and top-p warpers."""
+        processors = LogitsProcessorList([EnvActions(vocab, allowed)])
+        if self.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_k > 0:
+            processors.append(TopKLogitsWarper(self.top_k))
+        if self.top_p < 1.0:
+            processors.append(TopPLogitsWarper(self.top_p))
+        return processors
+
+
+class Completions(NamedTuple):
+    """Sampled completions of a batch of prompts, as one rectangle of T columns.
+
+    Row i is ``tokens[i, :lengths[i]]``: up to and including its first EOS, or all T tokens. The
+    batch stays rectangular, as in ``generate()``, so a row that ended keeps drawing until every row
+    has: the tokens past its length are valid actions that mean nothing (``mask`` hides them).
     """
-    generator = torch.Generator().manual_seed(seed)
-    first, _ = envs.reset(seed=seed)
-    obs = first
+
+    tokens: torch.Tensor  # (N, T)
+    lengths: torch.Tensor  # (N,)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(N, T) bool: True for each row's own tokens."""
+        return torch.arange(self.tokens.shape[1], device=self.tokens.device) < self.lengths[:, None]
+
+
+class Sampler(Protocol):
+    """Samples completions for a batch of left-padded prompts."""
+
+    def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+               eos_id: int | None, processors: LogitsProcessorList, generator: torch.Generator) -> Completions:
+        """Up to ``max_new_tokens`` tokens per row; a row stops at ``eos_id`` (None: never). Each
+        step's logits pass through ``processors``; the draws come from ``generator``."""
+        ...
+
+
+class HFSampler:
+    """A ``Sampler`` that runs a transformers causal LM, one token per row per step.
+
+    The KV cache is allocated once for the whole completion (``preallocated_cache``), the prompt's
+    forward keeps only its last logits, and each draw takes one uniform number per row
+    (``sample_categorical``) on the generator's device.
+
+    Example:
+        >>> from textgym.models import load_causal_lm
+        >>> model = load_causal_lm("tiny", device="cpu")
+        >>> ids = torch.tensor([[1, 1, 20, 21], [30, 31, 32, 33]]); mask = (ids != 1).long()
+        >>> out = HFSampler(model).sample(ids, mask, 5, eos_id=2, processors=Sampling().processors(2240),
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> out.tokens.shape[0], bool((out.lengths <= 5).all())
+        (2, True)
+    """
+
+    def __init__(self, model: PreTrainedModel):
+        self.model = model
+
+    @torch.no_grad()
+    def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
+               eos_id: int | None, processors: LogitsProcessorList, generator: torch.Generator) -> Completions:
+        device = self.model.device
+        n, width = prompt_ids.shape
+        ids = torch.empty(n, width + max_new_tokens, dtype=torch.long, device=device)  # what processors see
+        ids[:, :width] = prompt_ids.to(device)
+        mask = prompt_mask.to(device)
+        lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)
+        ended = torch.zeros(n, dtype=torch.bool, device=device)
+        with autocast(device):
+            out = self.model(input_ids=ids[:, :width], attention_mask=mask, position_ids=positions(mask),
+                             use_cache=True, **cached(preallocated_cache(width + max_new_tokens)), logits_to_keep=1)
+        for t in range(max_new_tokens):
+            if t:
+                position = mask.sum(-1, keepdim=True)
+                mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
+                with autocast(device):
+                    out = self.model(input_ids=ids[:, width + t - 1 : width + t], attention_mask=mask,
+                                     position_ids=position, **cached(cache_of(out)), use_cache=True)
+            scores = processors(ids[:, : width + t], out.logits[:, -1].float())
+            token = sample_categorical(torch.softmax(scores, dim=-1).to(generator.device), generator)
+            ids[:, width + t] = token.to(device)
+            if eos_id is not None:
+                stops = (ids[:, width + t] == eos_id) & ~ended
+                lengths[stops] = t + 1
+                ended |= stops
+                if bool(ended.all()):
+                    break
+        return Completions(ids[:, width : width + t + 1], lengths)
+
+
+def env_prompts(envs, seeds: int | list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Reset the textgym vector env ``envs`` with ``seeds``; the prompts as left-padded (ids, mask),
+    without the columns that are padding in every row, and the reset info."""
+    obs, info = envs.reset(seed=seeds)
+    # At reset the first max_new_tokens columns are padding; then skip the columns no prompt reaches.
+    ids = obs["input_ids"][:, envs.unwrapped.mdp.max_new_tokens :]
+    mask = obs["attention_mask"][:, envs.unwrapped.mdp.max_new_tokens :]
+    first = int(mask.any(0).nonzero()[0][0])
+    return torch.tensor(ids[:, first:]), torch.tensor(mask[:, first:]), info  # copies: the env reuses its buffers
+
+
+def sample_for(envs, sampler: Sampler, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: Sampling,
+               generator: torch.Generator) -> Completions:
+    """``sampler``'s completions of the prompts of the textgym vector env ``envs``, as its MDP says:
+    its length limit, EOS (when EOS ends an episode) and action mask."""
+    mdp = envs.unwrapped.mdp
+    return sampler.sample(prompt_ids, prompt_mask, mdp.max_new_tokens, eos_id=mdp.eos_id if mdp.stop_on_eos else None,
+                          processors=sampling.processors(mdp.vocab_size, mdp.action_mask), generator=generator)
+
+
+def first_episodes(sampler: Sampler, envs, seed: int, sampling: Sampling = Sampling()
+                   ) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Run every env of ``envs`` through its first episode: ``sampler`` samples the completions,
+    then the envs step through them column by column.
+
+    Returns the prompts (ids and mask, as ``env_prompts`` gives them) and, in env order, each first
+    episode's ``prompt``, ``completion``, ``completion_ids``, ``score`` and ``ended_by`` ("EOS" or
+    "length limit").
+    """
+    prompt_ids, prompt_mask, _ = env_prompts(envs, seed)
+    completions = sample_for(envs, sampler, prompt_ids, prompt_mask, sampling, torch.Generator().manual_seed(seed))
     finished: dict[int, dict] = {}
-    while len(finished) < envs.num_envs:
-        obs, _, terminated, truncated, info = envs.step(sample_tokens(model, envs, obs, temperature, generator))
+    for column in completions.tokens.T.cpu().numpy():
+        _, _, terminated, truncated, info = envs.step(column)
         for i in np.flatnonzero(terminated | truncated):
             if i not in finished:
                 finished[i] = {key: info[key][i] for key in ("prompt", "completion", "completion_ids", "score")}
                 finished[i]["ended_by"] = "EOS" if terminated[i] else "length limit"
-    return first, [finished[i] for i in range(envs.num_envs)]
+        if len(finished) == envs.num_envs:
+            break
+    prompts = {"input_ids": prompt_ids.numpy(), "attention_mask": prompt_mask.numpy()}
+    return prompts, [finished[i] for i in range(envs.num_envs)]

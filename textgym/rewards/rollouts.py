@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from textgym.models import atomic_directory, default_device, load_causal_lm
 from textgym.models.cache import positions
-from textgym.models.sampling import first_episodes
+from textgym.models.sampling import HFSampler, Sampling, first_episodes
 from textgym.scorers.base import scorer_name
 
 FORMAT = 1
@@ -86,8 +86,8 @@ def sample_rollouts(model: PreTrainedModel, envs: gym.vector.VectorEnv, episodes
                     seed: int, progress: Callable[[int], None] = lambda n: None) -> list[Rollout]:
     """``episodes`` first episodes of ``envs``' envs, in batches of ``envs.num_envs``, ``model`` sampling."""
     rollouts: list[Rollout] = []
-    for batch in range(math.ceil(episodes / envs.num_envs)):
-        obs, infos = first_episodes(model, envs, seed + batch, temperature)
+    for batch in range(math.ceil(episodes / envs.num_envs)):  # env i of batch b is seeded seed + b * num_envs + i
+        obs, infos = first_episodes(HFSampler(model), envs, seed + batch * envs.num_envs, Sampling(temperature))
         for row, mask, info in zip(obs["input_ids"], obs["attention_mask"], infos):
             rollouts.append(Rollout(row[mask == 1], np.asarray(info["completion_ids"]), float(info["score"])))
         progress(len(infos))
