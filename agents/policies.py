@@ -284,14 +284,9 @@ def load(algo_class, path: str | Path, env=None, device: str = "auto", **kwargs)
 
 
 def constant_schedule(value: float):
-    """SB3's constant schedule: a picklable class since SB3 2.6 (``get_schedule_fn`` warns there),
-    a function before."""
-    try:
-        from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
-    except ImportError:
-        from stable_baselines3.common.utils import get_schedule_fn
+    """SB3's constant schedule, as SB3 pickles it (``get_schedule_fn`` warns on a float since 2.7)."""
+    from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
 
-        return get_schedule_fn(value)
     return FloatSchedule(ConstantSchedule(float(value)))
 
 

@@ -7,7 +7,7 @@ the env's ``action_masks()`` instead of all V ids: the env rejects pad and disal
 Example:
     >>> import numpy as np
     >>> space = TokenSpace(np.array([True, False, True]), seed=0)
-    >>> space == Discrete(3), {int(space.sample()) for _ in range(50)}
+    >>> bool(space == Discrete(3)), {int(space.sample()) for _ in range(50)}
     (True, {0, 2})
 """
 

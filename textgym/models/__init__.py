@@ -28,7 +28,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.activations import GELUTanh, NewGELUActivation
+from transformers.activations import ACT2FN, NewGELUActivation
 
 TINY = "tiny"
 ACCEPTED = '"tiny" (the embedded model), a local directory saved with save_pretrained, or an HF hub id'
@@ -101,13 +101,13 @@ def use_fused_gelu(model: nn.Module) -> None:
         >>> from transformers import GPT2Config, GPT2LMHeadModel
         >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16))
         >>> use_fused_gelu(model)
-        >>> type(model.transformer.h[0].mlp.act).__name__, model.config.activation_function
-        ('GELUTanh', 'gelu_pytorch_tanh')
+        >>> type(model.transformer.h[0].mlp.act) is type(ACT2FN["gelu_pytorch_tanh"]), model.config.activation_function
+        (True, 'gelu_pytorch_tanh')
     """
     for module in model.modules():
         for name, child in module.named_children():
             if type(child) is NewGELUActivation:
-                setattr(module, name, GELUTanh())
+                setattr(module, name, ACT2FN["gelu_pytorch_tanh"])  # GELUTanh (PytorchGELUTanh before 4.57)
     if getattr(model.config, "activation_function", None) == "gelu_new":
         model.config.activation_function = "gelu_pytorch_tanh"
 
