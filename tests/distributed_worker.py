@@ -1,4 +1,5 @@
-"""Run by tests/test_trainers.py under ``torch.distributed.run`` with two CPU processes (gloo)."""
+"""Run by tests/test_trainers.py under ``torch.distributed.run`` with two CPU processes (gloo):
+``distributed_worker.py OUT [fsdp]``."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from agents.trainers import TrainConfig, Trainer
 from agents.trainers.checkpoint import trainable_state
 
 
-def main(out: Path) -> None:
-    config = TrainConfig(env_id="textgym/Arithmetic-v0", steps=150, num_envs=8, minibatch_size=4, epochs=2,
-                         lr=1e-3, out=str(out / "run"), device="cpu")
+def main(out: Path, fsdp: bool) -> None:
+    config = TrainConfig(env_id="textgym/Arithmetic-v0", steps=20, num_envs=8, minibatch_size=4, epochs=2,
+                         lr=1e-3, out=str(out / "run"), device="cpu", fsdp=fsdp)  # steps=20: one iteration
     trainer = Trainer(config, progress=False)
     assert trainer.world == 2, f"expected 2 processes, got {trainer.world}"
+    weights = trainable_state(trainer.policy)  # sharded: every process gathers
     if trainer.rank == 0:
-        save_file(trainable_state(trainer.policy), out / "initial.safetensors")
+        save_file(weights, out / "initial.safetensors")
     collect, seen = trainer.rollout.collect, []
 
     def recording_collect(*args, **kwargs):
@@ -39,4 +41,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), fsdp=sys.argv[2:] == ["fsdp"])

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import textgym  # noqa: F401
 from agents.trainers import TrainConfig, Trainer, TrainingDiverged
+from agents.trainers.checkpoint import trainable_state
 from agents.trainers.core import RunningMoments, kl_estimate, masked_mean, masked_whiten, returns_to_go
 from agents.trainers.grpo import GRPO
 from agents.trainers.kl import KLController
@@ -436,6 +437,7 @@ def test_a_kl_below_zero_by_chance_does_not_warn(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"lr": 0.0}, "lr must be > 0, got 0.0"),
     ({"algo": "grpo", "group_size": 1}, "group_size must be >= 2"),
+    ({"fsdp": True, "lora": True}, "fsdp shards full fine-tuning"),
     ({"kl_target": 0.0}, "kl_target must be > 0"),
     ({"kl_horizon": 0}, "kl_horizon must be a positive int, got 0"),
     ({"num_envs": 10, "minibatch_size": 4}, r"num_envs \(the batch, 10\) must be a multiple of minibatch_size \(4\)"),
@@ -453,13 +455,25 @@ def test_unknown_env_id_lists_the_registered_ones(tmp_path):
         Trainer(small_config(tmp_path, env_id="textgym/Nope-v0"), progress=False)
 
 
-@pytest.mark.slow
-def test_two_processes_keep_identical_weights(tmp_path):
-    """DDP over gloo: each process rolls out its own envs; all-reduced gradients keep the weights equal."""
+def run_two_processes(out: Path, *args: str) -> None:
     worker = Path(__file__).parent / "distributed_worker.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out.mkdir()
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                    str(worker), str(tmp_path)], check=True, env=env, timeout=600)
+                    str(worker), str(out), *args], check=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("two-processes") / "ddp"
+    run_two_processes(out)
+    return out
+
+
+@pytest.mark.slow
+def test_two_processes_keep_identical_weights(ddp_run):
+    """DDP over gloo: each process rolls out its own envs; all-reduced gradients keep the weights equal."""
+    tmp_path = ddp_run
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1)]
     initial = load_file(tmp_path / "initial.safetensors")
     assert any(not torch.equal(ranks[0][k], initial[k]) for k in initial), "no update happened"
@@ -469,6 +483,35 @@ def test_two_processes_keep_identical_weights(tmp_path):
     assert rollouts["0"] != rollouts["1"], "both processes rolled out the same episodes"
     assert rollouts["moments0"] == rollouts["moments1"] and rollouts["moments0"]["count"] > 0, \
         "PPO's return statistics must merge both processes' episodes"
+
+
+@pytest.mark.slow
+def test_fsdp_over_two_processes_trains_the_same_weights_as_ddp(ddp_run, tmp_path):
+    """FSDP2 over gloo shards the weights, gradients and AdamW state; with the same rollouts (the same
+    seeds per process) the gathered weights after an iteration equal DDP's, which keeps every
+    process's whole copy. The run also checkpoints (gathered) and writes its model, so those paths
+    run sharded.
+
+    One exception: the attention's key bias has a zero gradient (a softmax ignores a shift shared by
+    every key), so its gradient is float noise, which differs with the order of the reductions, and
+    Adam turns noise into steps of size lr. Those 192 entries per layer are compared at 2 lr."""
+    run_two_processes(tmp_path / "fsdp", "fsdp")
+    fsdp = load_file(tmp_path / "fsdp" / "rank0.safetensors")  # gathered on the main process
+    ddp, initial = load_file(ddp_run / "rank0.safetensors"), load_file(ddp_run / "initial.safetensors")
+    assert fsdp.keys() == ddp.keys() == initial.keys()
+    hidden = initial["lm.transformer.wte.weight"].shape[1]
+    for name in ddp:
+        difference = (fsdp[name] - ddp[name]).abs()
+        if name.endswith("attn.c_attn.bias"):
+            assert difference[hidden : 2 * hidden].max() <= 2 * 1e-3 * 4, name  # 4 Adam steps at lr 1e-3
+            difference = torch.cat([difference[:hidden], difference[2 * hidden :]])
+        assert difference.max() <= 1e-5, f"{name}: FSDP and DDP differ by {difference.max():.2e}"
+    assert json.loads((tmp_path / "fsdp" / "completions.json").read_text())["0"] == \
+        json.loads((ddp_run / "completions.json").read_text())["0"]
+    resumed = Trainer.resume(tmp_path / "fsdp" / "run", progress=False)  # the gathered checkpoint loads unsharded
+    for name, tensor in trainable_state(resumed.policy).items():
+        assert torch.equal(tensor, fsdp[name]), name
+    assert (tmp_path / "fsdp" / "run" / "model" / "model.safetensors").is_file()
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, monkeypatch):

@@ -24,31 +24,56 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
+from agents.trainers.sharding import FULL, is_sharded
 from textgym.models import atomic_directory, recover_directory
 
 WEIGHTS, STATE = "policy.safetensors", "state.json"
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters the optimizer updates (tied weights appear once)."""
-    return {name: p.detach().contiguous().cpu() for name, p in module.named_parameters() if p.requires_grad}
+    """The parameters the optimizer updates (tied weights appear once), as whole CPU tensors. A
+    sharded module's are gathered to the main process (the others get none): every process must
+    call this."""
+    names = [name for name, p in module.named_parameters() if p.requires_grad]
+    if not is_sharded(module):
+        return {name: p.detach().contiguous().cpu() for name, p in module.named_parameters() if p.requires_grad}
+    whole = get_model_state_dict(module, options=FULL)
+    return {name: whole[name].contiguous() for name in names if name in whole}
 
 
-def load_trainable_state(module: nn.Module, path: Path) -> None:
+def optimizer_state(policy: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
+    """The optimizer's state dict; for a sharded policy gathered like ``trainable_state``, keyed by
+    parameter name. Only after a step: torch fills an empty state by stepping with zero gradients."""
+    return get_optimizer_state_dict(policy, optimizer, options=FULL) if is_sharded(policy) else optimizer.state_dict()
+
+
+def read_weights(module: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """The trainable weights in ``path``, refused if they do not fit ``module``'s parameters."""
     state = _readable(path, load_file)
-    missing = sorted(set(trainable_state(module)) - set(state))
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+    missing = sorted(trainable - set(state))
     unexpected = sorted(set(state) - {name for name, _ in module.named_parameters()})
     if missing or unexpected:
         raise ValueError(f"checkpoint weights {path} do not fit this model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}; was it written for another model or LoRA setting?")
-    module.load_state_dict(state, strict=False)
+    return state
 
 
-def save_checkpoint(out: Path, policy: nn.Module, optimizer, scheduler, state: dict[str, Any]) -> Path:
+def save_checkpoint(out: Path, weights: dict[str, torch.Tensor], optimizer_state: Any, scheduler,
+                    state: dict[str, Any]) -> Path:
+    """Write the ``trainable_state`` and ``optimizer_state``, the scheduler, the RNG and ``state``,
+    atomically."""
     with atomic_directory(out) as tmp:
-        save_file(trainable_state(policy), tmp / WEIGHTS)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file(weights, tmp / WEIGHTS)
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
         (tmp / STATE).write_text(json.dumps(state, indent=1))
@@ -106,7 +131,14 @@ def _tensors(path: Path) -> Any:
 
 def load_checkpoint(checkpoint: Path, policy: nn.Module, optimizer, scheduler) -> None:
     checkpoint = Path(checkpoint)
-    load_trainable_state(policy, checkpoint / WEIGHTS)
-    optimizer.load_state_dict(_readable(checkpoint / "optimizer.pt", _tensors))
+    weights = read_weights(policy, checkpoint / WEIGHTS)
+    optimizer_state = _readable(checkpoint / "optimizer.pt", _tensors)
+    if is_sharded(policy):  # each process keeps its shards of the whole tensors
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(policy, weights, options=options)
+        set_optimizer_state_dict(policy, optimizer, optimizer_state, options=options)
+    else:
+        policy.load_state_dict(weights, strict=False)
+        optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(_readable(checkpoint / "scheduler.pt", _tensors))
     torch.set_rng_state(_readable(checkpoint / "rng.pt", _tensors)["torch"])

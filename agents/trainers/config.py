@@ -48,6 +48,8 @@ class TrainConfig:
     out: str = knob("runs/textgym", "the run's output directory (never overwritten; see --resume)")
     seed: int = knob(0, "seeds the envs, the sampling and the updates")
     device: str | None = knob(None, "'cpu' or 'cuda'; unset: CUDA when present, else CPU")
+    fsdp: bool = knob(False, "shard the weights, gradients and optimizer state across processes (FSDP2); "
+                             "full fine-tuning only")
     reward_mode: str = knob("immediate", f"task envs: one of {', '.join(REWARD_MODES)} (sparse: the score at the end)")
     potential: str | None = knob(None, "reward_mode learned: a `textgym potential` dir; unset: one is trained "
                                        "into OUT/potential first")
@@ -129,6 +131,9 @@ class TrainConfig:
             fail("device", "None (CUDA when present), 'cpu' or 'cuda' (with several GPUs, launch one process per GPU)")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device is 'cuda' but torch sees no CUDA device; use 'cpu' or None (auto)")
+        if self.fsdp and self.lora:
+            raise ValueError("fsdp shards full fine-tuning; with lora the trainable adapters are small: drop one of "
+                             "fsdp and lora")
         if self.kl_target is not None and not self.kl_target > 0:
             fail("kl_target", "> 0 (or None for a fixed KL coefficient)")
         if self.kl_coef < 0:

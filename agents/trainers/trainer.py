@@ -41,7 +41,8 @@ import torch
 
 from agents.trainers.algorithms import ALGORITHMS
 from agents.trainers.checkpoint import (
-    STATE, check_new_run, last_checkpoint, load_checkpoint, read_state, save_checkpoint,
+    STATE, check_new_run, last_checkpoint, load_checkpoint, optimizer_state, read_state, save_checkpoint,
+    trainable_state,
 )
 from agents.trainers.config import TrainConfig
 from agents.trainers.core import kl_estimate, masked_mean
@@ -49,6 +50,7 @@ from agents.trainers.kl import KLController
 from agents.trainers.metrics import MetricsLog, plot_learning_curve
 from agents.trainers.policy import Reference, TokenPolicy
 from agents.trainers.rollout import Rollout, Sampling, evaluate, make_envs, reward_sources
+from agents.trainers.sharding import full_weights, is_sharded, shard, whole
 from textgym.models import load_tokenizer, save_pretrained_atomically
 from textgym.models.cache import check_positions
 from textgym.models.sampling import HFSampler
@@ -88,12 +90,16 @@ class Trainer:
             raise ValueError(f"model {c.model!r} has a {policy.vocab}-token vocabulary but {c.env_id} acts over "
                              f"Discrete({len(self.envs.unwrapped.tokenizer)}); pass the env's tokenizer's model")
         check_positions(policy.lm, self.envs.unwrapped.mdp.length)
-        self.reference = Reference(policy) if c.uses_reference else None
+        self.reference = Reference(policy) if c.uses_reference else None  # a frozen copy is never sharded
         self.steps = self.iteration = 0  # the linear lr schedule reads self.steps
+        sharded = c.fsdp and self.world > 1  # one process has nothing to shard
+        if sharded:
+            shard(policy)
         # The fused kernel (one op for all parameters, CPU or CUDA) is HF Trainer's default too.
         optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=c.lr, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        # Sharded, FSDP reduces the gradients itself; otherwise accelerate wraps the policy in DDP.
+        self.model, self.optimizer = (policy, optimizer) if sharded else self.accelerator.prepare(policy, optimizer)
         self.scheduler = scheduler
         self.sampler = HFSampler(self.policy.lm)  # the Sampler seam: a vLLM sampler would plug in here
         self.kl = KLController(c.kl_coef, c.kl_target, c.kl_horizon)
@@ -117,7 +123,7 @@ class Trainer:
 
     @property
     def policy(self) -> TokenPolicy:
-        return self.accelerator.unwrap_model(self.model)
+        return self.model if is_sharded(self.model) else self.accelerator.unwrap_model(self.model)
 
     def _lr_factor(self, _: int) -> float:
         return 1.0 if self.config.lr_schedule == "constant" else max(0.0, 1.0 - self.steps / self.config.steps)
@@ -136,7 +142,8 @@ class Trainer:
     def iterate(self) -> dict[str, float]:
         """One rollout and one update; the metrics row (``train`` logs it and checkpoints)."""
         c, start = self.config, time.perf_counter()
-        batch = self.rollout.collect(self.sampler, self._seed_iteration(), self.generator)
+        with full_weights(self.model):  # processes sample different numbers of tokens
+            batch = self.rollout.collect(self.sampler, self._seed_iteration(), self.generator)
         mask, width = batch.completion_mask, batch.completion_tokens
         with torch.no_grad():
             old = self.policy(batch.ids, batch.mask, width)
@@ -186,7 +193,7 @@ class Trainer:
                                                   completion_mask, self.kl.coef)
                 self.optimizer.zero_grad()
                 self.accelerator.backward(loss)
-                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+                grad_norm = whole(self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm))
                 if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
                     raise TrainingDiverged(self._divergence(loss, grad_norm, step_stats))
                 self.optimizer.step()
@@ -224,35 +231,43 @@ class Trainer:
         interrupted); the checkpoint's path."""
         limit = min(self.config.steps, until or self.config.steps)
         main = self.accelerator.is_main_process
-        if self.iteration == 0 and main:
-            self._write_samples("before")
+        if self.iteration == 0:
+            with full_weights(self.model):  # the main process samples alone
+                if main:
+                    self._write_samples("before")
         while self.steps < limit:
             self.log.log(self.iterate())
             if self.iteration % self.config.checkpoint_every == 0:
                 self.save()
         checkpoint = self.save()
-        if self.steps >= self.config.steps and main:
-            self._finish()
+        if self.steps >= self.config.steps:
+            lm_state = trainable_state(self.policy.lm) if is_sharded(self.model) else None  # every process gathers
+            with full_weights(self.model):
+                if main:
+                    self._finish(lm_state)
         self.log.close()
         return checkpoint
 
     def save(self) -> Path:
-        """Checkpoint the run (main process only: DDP keeps every process's weights equal)."""
+        """Checkpoint the run (the main process writes: DDP keeps every process's weights equal, and
+        FSDP gathers its shards to every process first)."""
         checkpoint = self.out / "checkpoint"
+        weights, optimizer = trainable_state(self.policy), optimizer_state(self.policy, self.optimizer)
         if self.accelerator.is_main_process:
             state = {"config": self.config.to_dict(), "steps": self.steps, "iteration": self.iteration,
                      "kl": self.kl.state_dict(), "processes": self.world}
             state["algo"] = self.algo.state_dict()
-            save_checkpoint(checkpoint, self.policy, self.optimizer, self.scheduler, state)
+            save_checkpoint(checkpoint, weights, optimizer, self.scheduler, state)
         self.accelerator.wait_for_everyone()
         return checkpoint
 
-    def _finish(self) -> None:
-        """The end of a run: the trained LM in HF format, samples after training, the curve."""
+    def _finish(self, lm_state: dict[str, torch.Tensor] | None) -> None:
+        """The end of a run: the trained LM in HF format (``lm_state`` as its weights, when
+        sharded), samples after training, the curve."""
         lm = self.policy.lm
         if self.policy.uses_lora:
             lm = copy.deepcopy(lm).merge_and_unload()
-        save_pretrained_atomically(self.out / "model", lm, load_tokenizer(self.config.model))
+        save_pretrained_atomically(self.out / "model", lm, load_tokenizer(self.config.model), state_dict=lm_state)
         self._write_samples("after")
         plot_learning_curve(self.log.rows, self.out / "learning_curve.png", self.config.env_id)
 

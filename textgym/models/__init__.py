@@ -185,11 +185,13 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
 
 
 def save_pretrained_atomically(out: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                               extra_files: dict[str, str] | None = None) -> Path:
-    """Save ``model`` and ``tokenizer`` in HF format (safetensors), with ``extra_files`` (name ->
-    text) beside them, atomically (see ``atomic_directory``)."""
+                               extra_files: dict[str, str] | None = None,
+                               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save ``model`` (with ``state_dict`` as its weights, when given) and ``tokenizer`` in HF format
+    (safetensors), with ``extra_files`` (name -> text) beside them, atomically (see
+    ``atomic_directory``)."""
     with atomic_directory(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
