@@ -116,3 +116,46 @@ def test_bad_conversations_are_clear_errors():
     plain.chat_template = None
     with pytest.raises(ValueError, match="no chat template"):
         MultiTurnTextEnv(Scripted(["Hi."], lambda m: "y"), tokenizer=plain)
+
+
+def test_the_gold_players_win_every_game_and_empty_turns_win_nothing():
+    from textgym.tasks.conversations import GOLD, play
+
+    for game, gold in GOLD.items():
+        env = gym.make(f"textgym/{game}-v0", split="test")
+        golds = [play(env, seed, gold)["score"] for seed in range(20)]
+        floors = [play(env, seed, lambda messages: "")["score"] for seed in range(20)]
+        if game == "GuessNumber":  # binary search finds 1..20 in at most 5 guesses
+            assert min(golds) >= 1 + 4 * -0.1 - 1e-9 and max(floors) < 0
+        else:
+            assert golds == [1.0 if game == "Calculator" else 1.5] * 20 and floors == [0.0] * 20
+
+
+class TurnSampler:
+    """A ``Sampler`` that writes ``text`` and the end-of-turn token for every conversation."""
+
+    def __init__(self, text: str, env):
+        self.turn = [*env.unwrapped.tokenizer.encode(text), env.unwrapped.end_of_turn_id]
+
+    def sample(self, prompt_ids, prompt_mask, max_new_tokens, *, eos_id, processors, generator):
+        import torch
+        from textgym.models.sampling import Completions
+
+        assert eos_id == self.turn[-1]
+        tokens = torch.tensor(self.turn[:max_new_tokens]).repeat(len(prompt_ids), 1)
+        return Completions(tokens, torch.full((len(prompt_ids),), tokens.shape[1]))
+
+
+@pytest.mark.parametrize("game", ["GuessNumber", "Customer"])
+def test_first_conversations_plays_turn_by_turn_like_a_scripted_player(game):
+    """A batched sampler plays each conversation a turn per round: the episodes equal ``play``'s."""
+    from textgym.models.sampling import first_conversations
+    from textgym.tasks.conversations import play
+
+    envs = [gym.make(f"textgym/{game}-v0", split="test") for _ in range(3)]
+    text = "10" if game == "GuessNumber" else "What is your order number?"
+    episodes = first_conversations(TurnSampler(text, envs[0]), envs, seed=5)
+    for i, episode in enumerate(episodes):
+        expected = play(gym.make(f"textgym/{game}-v0", split="test"), 5 + i, lambda messages: text)
+        assert episode["transcript"] == expected["transcript"] and episode["turn_scores"] == expected["turn_scores"]
+    assert len(episodes[0]["transcript"]) > 3  # several turns were played

@@ -82,7 +82,7 @@ class EnvActions(LogitsProcessor):
     ``vocab`` and the env's ``action_masks()``); the warpers after it apply the temperature."""
 
     def __init__(self, vocab: int, allowed: torch.Tensor | np.ndarray | None = None):
-        self.vocab, self.allowed = vocab, None if allowed is None else torch.as_tensor(allowed)
+        self.vocab, self.allowed = vocab, None if allowed is None else torch.as_tensor(allowed).bool()
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return action_logits(scores, self.vocab, 1.0, self.allowed)
@@ -234,3 +234,35 @@ def first_episodes(sampler: Sampler, envs, seed: int, sampling: Sampling = Sampl
             break
     prompts = {"input_ids": prompt_ids.numpy(), "attention_mask": prompt_mask.numpy()}
     return prompts, [finished[i] for i in range(envs.num_envs)]
+
+
+def first_conversations(sampler: Sampler, envs: list, seed: int, sampling: Sampling = Sampling()) -> list[dict]:
+    """Play the first episode of each single ``MultiTurnTextEnv`` of ``envs`` (env ``i`` reset with
+    ``seed + i``), turn by turn: each round ``sampler`` writes the next turn of every conversation
+    still running, in one batch, up to the end-of-turn token, and each env steps through its turn
+    (then appends the other side's reply). Returns each episode's final ``info`` (``score``,
+    ``turn_scores``, ``transcript``)."""
+    generator = torch.Generator().manual_seed(seed)
+    observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    turn = [0] * len(envs)
+    finished: dict[int, dict] = {}
+    first = envs[0].unwrapped
+    processors = sampling.processors(first.vocab_size, first.action_masks())
+    while len(finished) < len(envs):
+        running = [i for i in range(len(envs)) if i not in finished]
+        ids = np.stack([observations[i]["input_ids"] for i in running])
+        mask = np.stack([observations[i]["attention_mask"] for i in running])
+        start = int(mask.any(0).nonzero()[0][0])  # the columns every row pads
+        turns = sampler.sample(torch.from_numpy(ids[:, start:]), torch.from_numpy(mask[:, start:]),
+                               first.max_turn_tokens, eos_id=first.end_of_turn_id, processors=processors,
+                               generator=generator)
+        for row, i in enumerate(running):
+            for token in turns.tokens[row, : int(turns.lengths[row])].tolist():
+                observations[i], _, terminated, truncated, info = envs[i].step(token)
+                if terminated or truncated:
+                    finished[i] = info
+                    break
+                if info["turn"] != turn[i]:  # the turn ended; the reply is in the observation
+                    turn[i] = info["turn"]
+                    break
+    return [finished[i] for i in range(len(envs))]

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from textgym.envs.multi_turn import MultiTurnTextEnv
+from textgym.envs.prompts import Message
 from textgym.models.dialogues import (
     CALL, CUSTOMER_SYSTEM, GUESS_HIGH, GUESS_LOW, GUESS_OPENING, Customer, Reply, calculator_problems,
     calculator_reply, customer_reply, host_reply,
@@ -95,6 +98,43 @@ GAMES = {  # name -> (split -> interlocutor factory, env defaults)
     "Calculator": (CalculatorQuestions, dict(max_turns=3, max_turn_tokens=16, max_new_tokens=64)),
     "Customer": (lambda split: CustomerChat, dict(max_turns=4, max_turn_tokens=24, max_new_tokens=128)),
 }
+
+
+def gold_guess(messages: list[Message]) -> str:
+    """Binary search on the host's answers so far."""
+    low, high = GUESS_LOW, GUESS_HIGH
+    for said, answer in zip(messages[1::2], messages[2::2]):
+        guess = int(said["content"])
+        low, high = (guess + 1, high) if answer["content"] == "Higher." else (low, guess - 1)
+    return str((low + high) // 2)
+
+
+def gold_sum(messages: list[Message]) -> str:
+    """The question's answer, computed."""
+    a, op, b = re.match(r"What is (\d+) (plus|minus) (\d+)\?", messages[0]["content"]).groups()
+    return str(int(a) + int(b) if op == "plus" else int(a) - int(b))
+
+
+def gold_service(messages: list[Message]) -> str:
+    """Ask for the order number, then offer a refund."""
+    asked = any(m["role"] == "assistant" for m in messages)
+    return "I will refund your money today." if asked else "What is your order number, please?"
+
+
+GOLD = {"GuessNumber": gold_guess, "Calculator": gold_sum, "Customer": gold_service}  # a good policy's turns
+
+
+def play(env: gym.Env, seed: int, respond: Callable[[list[Message]], str]) -> dict:
+    """One episode of the conversation env ``env``, each turn written by ``respond(transcript)``
+    (``GOLD``, say, or ``lambda messages: ""`` for the floor); the final ``info``."""
+    env.reset(seed=seed)
+    end = env.unwrapped.end_of_turn_id
+    while True:
+        turn = env.unwrapped.tokenizer.encode(respond(env.unwrapped.transcript()), add_special_tokens=False)
+        for token in [*turn, end]:
+            _, _, terminated, truncated, info = env.step(token)
+            if terminated or truncated:
+                return info
 
 
 def make_conversation_env(game: str, split: str = "train", **kwargs: Any) -> MultiTurnTextEnv:
