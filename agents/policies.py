@@ -40,14 +40,21 @@ from textgym.models.cache import RowCache, extends_by_one, positions
 from textgym.models.sampling import action_logits, sample_categorical
 
 OBS_KEYS = ("attention_mask", "input_ids")
+# A conversation's observations also mark the policy's own tokens. Every SB3 step is a policy
+# token, so the policy reads the row and ignores the mark.
+CONVERSATION_KEYS = ("attention_mask", "input_ids", "policy_mask")
+
+
+def has_textgym_keys(keys) -> bool:
+    return sorted(keys) in (list(OBS_KEYS), list(CONVERSATION_KEYS))
 
 
 def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
     if not isinstance(action_space, spaces.Discrete):
         raise TypeError(f"an LLM policy chooses tokens: it needs a Discrete action space, got {action_space}")
-    if not isinstance(observation_space, spaces.Dict) or sorted(observation_space.spaces) != list(OBS_KEYS):
-        raise ValueError(f"an LLM policy reads textgym observations, Dict with keys {list(OBS_KEYS)}; "
-                         f"got {observation_space}")
+    if not isinstance(observation_space, spaces.Dict) or not has_textgym_keys(observation_space.spaces):
+        raise ValueError(f"an LLM policy reads textgym observations, Dict with keys {list(OBS_KEYS)} (and "
+                         f"'policy_mask' in a conversation); got {observation_space}")
     shapes = {key: observation_space[key].shape for key in OBS_KEYS}
     if len(set(shapes.values())) != 1 or len(shapes["input_ids"]) != 1:
         raise ValueError(f"input_ids and attention_mask must be 1-D and of one length, got shapes {shapes}")
@@ -104,7 +111,7 @@ class _LLMActorCritic:
     # --- the LM on observations ---------------------------------------------------------------
 
     def _tokens(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(obs, dict) or sorted(obs) != list(OBS_KEYS):
+        if not isinstance(obs, dict) or not has_textgym_keys(obs):
             raise ValueError(f"expected observations with keys {list(OBS_KEYS)}, got {type(obs).__name__} "
                              f"{sorted(obs) if isinstance(obs, dict) else ''}")
         ids, mask = obs["input_ids"].long(), obs["attention_mask"].long()  # SB3's buffers store floats

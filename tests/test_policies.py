@@ -71,6 +71,31 @@ def test_cached_rollout_equals_full_forwards_across_autoresets_and_evaluation_ca
     assert rollout_restarts == trunks * (3 + episodes)  # rows ran in full only when an episode began
 
 
+def test_stock_ppo_plays_a_conversation_and_its_cache_survives_the_replies(monkeypatch):
+    """In a conversation the observation grows by a whole reply when a turn ends: the cache runs that
+    row again in full, and the logits still equal full forwards; PPO trains on the game."""
+    env = make_vec_env("textgym/GuessNumber-v0", n_envs=2, seed=0)
+    model = PPO(LLMActorCriticPolicy, env, policy_kwargs={"model": "tiny"}, **SMALL)
+    policy, restarts = model.policy, []
+    original_restart = RowCache.restart
+    monkeypatch.setattr(RowCache, "restart", lambda self, rows, ids, mask: (
+        restarts.append(len(rows)), original_restart(self, rows, ids, mask))[1])
+    policy.set_training_mode(False)
+    obs, replies = env.reset(), 0
+    for _ in range(24):
+        tensor_obs = obs_as_tensor(obs, policy.device)
+        with torch.no_grad():
+            cached, _ = policy._logits_and_values(tensor_obs)
+            full, _ = policy._full_forward(*policy._tokens(tensor_obs))
+        torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-6)
+        actions = torch.distributions.Categorical(logits=cached).sample().numpy()
+        before = obs["attention_mask"].sum(1)
+        obs, _, dones, _ = env.step(actions)
+        replies += int(((obs["attention_mask"].sum(1) > before + 1) & ~dones).sum())
+    assert replies > 0 and sum(restarts) >= 2 + replies  # replies were appended, and their rows ran in full
+    model.learn(16)
+
+
 @pytest.mark.parametrize("value_model", [None, "tiny"], ids=["shared-trunk", "separate-critic"])
 def test_grouped_training_forward_equals_per_row_forwards(value_model):
     """evaluate_actions runs one forward per root of a shuffled minibatch; outputs must not change."""
