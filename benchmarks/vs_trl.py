@@ -35,8 +35,14 @@ hundredths), and peak memory (peak RSS on CPU,
 learn, so the same optimizer steps cover different token counts, and tokens/s alone would favour
 the one that writes longer.
 
+``--model gpt2-small`` runs the same comparison where compute dominates: a random model of
+GPT-2-small's shape (124M parameters, a 50,257-token vocabulary: tiny's tokens plus fillers),
+throughput only (a random model has no test score to compare), our GRPO against TRL's. It writes
+``results/vs_trl_gpt2-small.json`` (goal: ``throughput_ratio_vs_trl`` >= 1.5).
+
     pip install -e ".[bench]"
     python benchmarks/vs_trl.py             # 20 generations (160 optimizer steps), 3 rounds
+    python benchmarks/vs_trl.py --model gpt2-small --generations 2 --rounds 1
     python benchmarks/vs_trl.py --quick     # smoke run: 2 generations, 1 round
 """
 
@@ -55,7 +61,7 @@ from pathlib import Path
 
 import torch
 
-from common import machine, parse_args, test_score, write_json
+from common import gpt2_small_dir, machine, parse_args, test_score, write_json
 
 ENV_ID = "textgym/Sentiment-v0"
 GENERATION_BATCH, GROUP, MINIBATCH, EPOCHS, NEW_TOKENS = 32, 4, 16, 4, 48
@@ -131,9 +137,12 @@ def run_one(name: str, model_dir: str, seed: str, generations: int, episodes: in
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    score = test_score(lm.eval(), TrainConfig(env_id=ENV_ID, env_kwargs={"tokenizer": model_dir}), episodes)
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_mib": peak,
-            "test_score": score, "optimizer_steps": updates}
+    record = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_mib": peak,
+              "optimizer_steps": updates}
+    if episodes:
+        record["test_score"] = test_score(lm.eval(), TrainConfig(env_id=ENV_ID, env_kwargs={"tokenizer": model_dir}),
+                                          episodes)
+    return record
 
 
 def save_embedded_model(root: Path) -> str:
@@ -150,14 +159,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=256, help="test episodes per trained model")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--model", default="tiny", choices=["tiny", "gpt2-small"],
+                        help="gpt2-small: throughput only, our GRPO against TRL's")
     parser.add_argument("--child", nargs=3, metavar=("NAME", "MODEL_DIR", "SEED"), help=argparse.SUPPRESS)
     args = parse_args(parser, quick={"generations": 2, "rounds": 1, "episodes": 16})
     if args.child:
         print(json.dumps(run_one(*args.child, args.generations, args.episodes)))
         return
+    if args.model == "gpt2-small":
+        args.episodes, args.contenders = 0, [c for c in args.contenders if c != "textgym-ppo"]
     runs: dict[str, list[dict]] = {name: [] for name in args.contenders}
     with tempfile.TemporaryDirectory() as root:
-        model_dir = save_embedded_model(Path(root))
+        model_dir = str(gpt2_small_dir(Path(root))) if args.model == "gpt2-small" else save_embedded_model(Path(root))
         for seed in range(args.rounds):  # round r trains with seed r
             for name in args.contenders:
                 out = subprocess.run([sys.executable, __file__, "--child", name, model_dir, str(seed),
@@ -168,31 +181,35 @@ def main() -> None:
                 runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
                 r = runs[name][-1]
                 print(f"round {seed + 1} (seed {seed}) {name}: {r['tokens_per_s']:.0f} tok/s, "
-                      f"test {r['test_score']:.3f}, peak {r['peak_mib']:.0f} MiB", flush=True)
+                      f"test {r.get('test_score', float('nan')):.3f}, peak {r['peak_mib']:.0f} MiB", flush=True)
     results = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
     for name, rs in runs.items():  # a score depends on the seed: average it over the rounds' seeds
-        scores = [r["test_score"] for r in rs]
-        results[name]["test_score"] = statistics.mean(scores)
-        results[name]["test_score_std"] = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        scores = [r["test_score"] for r in rs if "test_score" in r]
+        if scores:
+            results[name]["test_score"] = statistics.mean(scores)
+            results[name]["test_score_std"] = statistics.stdev(scores) if len(scores) > 1 else 0.0
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"\n{'contender':<15}{'tokens/s':>10}{'tokens':>8}{'seconds':>9}{'test score':>16}{'peak MiB':>10}"
           f"{'opt steps':>11}   ({device}, {args.generations} generations of {GENERATION_BATCH}, median of "
           f"{args.rounds} rounds; test score: mean +- std over their seeds)")
     for name, r in results.items():
         print(f"{name:<15}{r['tokens_per_s']:>10.0f}{r['tokens']:>8.0f}{r['seconds']:>9.1f}"
-              f"{r['test_score']:>10.3f} +- {r['test_score_std']:.3f}"
+              f"{r.get('test_score', float('nan')):>10.3f} +- {r.get('test_score_std', float('nan')):.3f}"
               f"{r['peak_mib']:>10.0f}{r['optimizer_steps']:>11.0f}")
-    record = {"machine": machine(), "device": device, "generations": args.generations, "rounds": args.rounds,
+    record = {"machine": machine(), "device": device, "model": args.model, "generations": args.generations,
+              "rounds": args.rounds,
               "test_episodes": args.episodes, "results": results, "runs": runs}
     if {"textgym-grpo", "trl-grpo"} <= set(results):
         ours, trl = results["textgym-grpo"], results["trl-grpo"]
         record["throughput_ratio_vs_trl"] = ours["tokens_per_s"] / trl["tokens_per_s"]
         record["wall_time_ratio_trl_over_ours"] = trl["seconds"] / ours["seconds"]  # same optimizer steps
-        record["test_score_difference_vs_trl"] = ours["test_score"] - trl["test_score"]
         print(f"throughput ratio (our GRPO / TRL GRPO): {record['throughput_ratio_vs_trl']:.2f} (goal >= 1.5); "
               f"TRL's loop takes {record['wall_time_ratio_trl_over_ours']:.2f}x our time for the same optimizer "
-              f"steps; test score difference {record['test_score_difference_vs_trl']:+.3f} (goal >= 0)")
-    suffix = "" if device == "cpu" else f"_{device}"
+              "steps")
+        if "test_score" in ours:
+            record["test_score_difference_vs_trl"] = ours["test_score"] - trl["test_score"]
+            print(f"test score difference {record['test_score_difference_vs_trl']:+.3f} (goal >= 0)")
+    suffix = ("" if args.model == "tiny" else f"_{args.model}") + ("" if device == "cpu" else f"_{device}")
     write_json(args.out / f"vs_trl{suffix}.json", record)
 
 
