@@ -159,3 +159,34 @@ def test_first_conversations_plays_turn_by_turn_like_a_scripted_player(game):
         expected = play(gym.make(f"textgym/{game}-v0", split="test"), 5 + i, lambda messages: text)
         assert episode["transcript"] == expected["transcript"] and episode["turn_scores"] == expected["turn_scores"]
     assert len(episodes[0]["transcript"]) > 3  # several turns were played
+
+
+def test_a_language_model_user_replies_reproducibly_and_its_judge_scores_the_turn():
+    from textgym.envs import LanguageModelUser
+
+    judged = []
+
+    def judge(messages):
+        judged.append(messages[-1]["content"])
+        return (1.0, True) if "refund" in messages[-1]["content"] else (0.25, False)
+
+    user = LanguageModelUser(["My parcel never arrived.", "My laptop is broken."], judge=judge, max_reply_tokens=12)
+    env = MultiTurnTextEnv(user, max_turns=3)
+    end = env.tokenizer.convert_tokens_to_ids("<|end|>")
+
+    def play(seed):
+        env.reset(seed=seed)
+        rewards = []
+        for text in [" Sorry.", " I will refund you."]:
+            for token in env.tokenizer(text)["input_ids"] + [end]:
+                _, reward, terminated, truncated, info = env.step(token)
+                rewards.append(reward)
+        return env.transcript(), rewards, terminated
+
+    transcript, rewards, terminated = play(3)
+    assert [m["role"] for m in transcript] == ["user", "assistant", "user", "assistant"]
+    assert transcript[2]["content"] and len(env.tokenizer(transcript[2]["content"])["input_ids"]) <= 12
+    assert judged[-2:] == [" Sorry.", " I will refund you."] and terminated
+    assert [r for r in rewards if r] == [0.25, 1.0]  # each turn's score on the token that ended it
+    assert play(3)[0] == transcript  # the env's seed fixes the opening and the user's words
+    check_env(MultiTurnTextEnv(user, max_turns=2), skip_render_check=True)

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
@@ -86,6 +87,52 @@ class Scripted:
 
     def __call__(self, rng: np.random.Generator) -> ScriptedConversation:
         return ScriptedConversation(self.conversations[int(rng.integers(len(self.conversations)))], self.respond)
+
+
+class LanguageModelUser:
+    """An interlocutor factory whose replies a frozen causal LM writes, as the user: it continues the
+    transcript (rendered by the model's chat template) after a user marker, up to the end-of-turn
+    token or ``max_reply_tokens``, sampling with a KV cache (``HFSampler``) from a generator seeded
+    by the env's. ``judge(messages) -> (score, done)`` scores each policy turn (default: 0, never
+    done: the env's ``max_turns`` ends the episode).
+
+    Example:
+        >>> env = MultiTurnTextEnv(LanguageModelUser(["My parcel never arrived."]), max_turns=2)
+        >>> obs, info = env.reset(seed=0)
+        >>> end = env.tokenizer.convert_tokens_to_ids("<|end|>")
+        >>> for token in env.tokenizer(" Sorry about that.")["input_ids"] + [end]:
+        ...     obs, reward, terminated, truncated, info = env.step(token)
+        >>> [m["role"] for m in env.transcript()]
+        ['user', 'assistant', 'user']
+    """
+
+    def __init__(self, openings: Sequence[str | list[Message]], model: str = "tiny",
+                 judge: Callable[[list[Message]], tuple[float, bool]] | None = None, max_reply_tokens: int = 24,
+                 temperature: float = 1.0):
+        from textgym.models import load_causal_lm
+        from textgym.models.sampling import HFSampler, Sampling
+
+        self.openings = Scripted(openings, lambda messages: "")  # checks and holds the openings
+        self.tokenizer, self.sampler = load_tokenizer(model), HFSampler(load_causal_lm(model, device="cpu"))
+        self.user = self.tokenizer.convert_tokens_to_ids("<|user|>")
+        self.end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        if self.tokenizer.unk_token_id in (self.user, self.end) or None in (self.user, self.end):
+            raise ValueError(f"model {model!r} has no <|user|> and {END_OF_TURN} tokens to write the user's turns with")
+        self.judge = judge or (lambda messages: (0.0, False))
+        self.max_reply_tokens = max_reply_tokens
+        self.processors = Sampling(temperature).processors(len(self.tokenizer))
+
+    def __call__(self, rng: np.random.Generator) -> ScriptedConversation:
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        return ScriptedConversation(self.openings(rng).opening, lambda messages: self._reply(messages, generator))
+
+    def _reply(self, messages: list[Message], generator: torch.Generator) -> Reply:
+        score, done = self.judge(messages)
+        ids = torch.tensor([[*chat_ids(self.tokenizer, messages, add_generation_prompt=False), self.user]])
+        out = self.sampler.sample(ids, torch.ones_like(ids), self.max_reply_tokens, eos_id=self.end,
+                                  processors=self.processors, generator=generator)
+        text = self.tokenizer.decode(out.tokens[0, : int(out.lengths[0])].tolist(), skip_special_tokens=True)
+        return Reply(text.strip(), float(score), bool(done))
 
 
 def _checked(reply: Any, interlocutor: Any) -> Reply:

@@ -110,10 +110,11 @@ def render_chat(tokenizer: Any, messages: list[Message]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def chat_ids(tokenizer: Any, messages: list[Message]) -> list[int]:
-    """The token ids of ``render_chat(tokenizer, messages)``, role markers as special tokens."""
+def chat_ids(tokenizer: Any, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
+    """The token ids of ``render_chat(tokenizer, messages)``, role markers as special tokens (and
+    the assistant's generation prompt unless ``add_generation_prompt`` is false)."""
     _check_template(tokenizer)
-    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
     return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)  # transformers < 5 returns the list
 
 
