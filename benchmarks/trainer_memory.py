@@ -8,6 +8,11 @@ in its own process (peak memory cannot be reset within one): a few PPO iteration
 ``torch.cuda.max_memory_allocated`` on CUDA. Full fine-tuning with its frozen reference copy is
 shown for scale. Goal: LoRA + KL <= 1.15 x LoRA without a reference.
 
+Then our GRPO against TRL's ``GRPOTrainer`` (``vs_trl.py``'s two setups) on one generation of 64
+completions of 128 tokens from the same random GPT-2-small-shaped model, one pass over it in
+minibatches of 16, full fine-tuning with the KL to a frozen reference on both sides. Goal: our peak
+<= 0.6 x TRL's (``peak_memory_ratio_vs_trl``).
+
     python benchmarks/trainer_memory.py [--iterations 2] [--num-envs 16]
     python benchmarks/trainer_memory.py --quick --out /tmp   # smoke run (CI)
 """
@@ -16,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,21 +29,29 @@ from pathlib import Path
 
 import torch
 
-from common import gpt2_small_dir, machine, parse_args, write_json
+from common import gpt2_small_dir, machine, parse_args, peak_memory_mib, write_json
+from vs_trl import Shape, save_embedded_model, train_textgym, train_trl
 
 CONTENDERS = {
     "lora_without_reference": {"lora": True, "kl_coef": 0.0},
     "lora_with_kl": {"lora": True, "kl_coef": 0.05},
     "full_with_kl": {"lora": False, "kl_coef": 0.05},
 }
+AGAINST_TRL = {"textgym_grpo": lambda model, shape: train_textgym("grpo", model, 1, 0, shape),
+               "trl_grpo": lambda model, shape: train_trl(model, 1, 0, shape)}
+TRL_SHAPE, QUICK_TRL_SHAPE = Shape(completions=64, new_tokens=128, epochs=1), Shape(completions=8, new_tokens=8,
+                                                                                    minibatch=4, epochs=1)
 
 
-def run_one(model: str, name: str, iterations: int, num_envs: int) -> dict:
+def run_one(model: str, name: str, iterations: int, num_envs: int, quick: bool) -> dict:
     """In a child process: train ``iterations`` iterations, report peak memory in MiB."""
     import textgym  # noqa: F401
     from agents.trainers import TrainConfig, Trainer
 
     warnings.filterwarnings("ignore")
+    if name in AGAINST_TRL:
+        _, tokens, updates, _ = AGAINST_TRL[name](model, QUICK_TRL_SHAPE if quick else TRL_SHAPE)
+        return {"peak_mib": peak_memory_mib(), "generated_tokens": tokens, "optimizer_steps": updates}
     config = TrainConfig(env_id="textgym/Sentiment-v0", model=model, num_envs=num_envs, minibatch_size=num_envs // 2,
                          steps=10**9, out=tempfile.mkdtemp(), env_kwargs={"tokenizer": model}, reward_mode="sparse",
                          **CONTENDERS[name])
@@ -47,12 +59,8 @@ def run_one(model: str, name: str, iterations: int, num_envs: int) -> dict:
     assert (trainer.reference is not None) == (config.kl_coef > 0)
     for _ in range(iterations):
         trainer.iterate()
-    if torch.cuda.is_available():
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     trainable = sum(p.numel() for p in trainer.policy.parameters() if p.requires_grad)
-    return {"peak_mib": peak, "trainable_parameters": trainable}
+    return {"peak_mib": peak_memory_mib(), "trainable_parameters": trainable}
 
 
 def main() -> None:
@@ -62,27 +70,39 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "NAME"), help=argparse.SUPPRESS)
     args = parse_args(parser, quick={"iterations": 1, "num_envs": 4})  # and the embedded model, below
     if args.child:
-        print(json.dumps(run_one(*args.child, args.iterations, args.num_envs)))
+        print(json.dumps(run_one(*args.child, args.iterations, args.num_envs, args.quick)))
         return
     results = {}
     with tempfile.TemporaryDirectory() as root:
-        model = "tiny" if args.quick else str(gpt2_small_dir(Path(root)))
-        for name in CONTENDERS:
+        model = save_embedded_model(Path(root)) if args.quick else str(gpt2_small_dir(Path(root)))
+        for name in [*CONTENDERS, *AGAINST_TRL]:
             out = subprocess.run([sys.executable, __file__, "--child", model, name, "--iterations",
-                                  str(args.iterations), "--num-envs", str(args.num_envs)],
-                                 capture_output=True, text=True, check=True).stdout
-            results[name] = json.loads(out.strip().splitlines()[-1])
+                                  str(args.iterations), "--num-envs", str(args.num_envs),
+                                  *(["--quick"] if args.quick else [])],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"{name} failed:\n{out.stderr[-4000:]}")
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
             print(name, results[name], flush=True)
     ratio = results["lora_with_kl"]["peak_mib"] / results["lora_without_reference"]["peak_mib"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"\n{'contender':<26}{'peak MiB':>10}{'trainable':>14}  ({device}, GPT-2-small shape, {args.num_envs} envs)")
-    for name, r in results.items():
-        print(f"{name:<26}{r['peak_mib']:>10.0f}{r['trainable_parameters']:>14,}")
+    for name in CONTENDERS:
+        print(f"{name:<26}{results[name]['peak_mib']:>10.0f}{results[name]['trainable_parameters']:>14,}")
+    shape = QUICK_TRL_SHAPE if args.quick else TRL_SHAPE
+    for name in AGAINST_TRL:
+        print(f"{name:<26}{results[name]['peak_mib']:>10.0f}{'all':>14}  "
+              f"(one generation, {shape.completions} x {shape.new_tokens} tokens)")
     print(f"LoRA + KL / LoRA without reference: {ratio:.3f} (goal <= 1.15)")
+    against_trl = results["textgym_grpo"]["peak_mib"] / results["trl_grpo"]["peak_mib"]
+    print(f"our GRPO / TRL's GRPOTrainer, {shape.completions} completions of {shape.new_tokens} tokens: "
+          f"{against_trl:.3f} (goal <= 0.6)")
     suffix = "" if device == "cpu" else f"_{device}"
     write_json(args.out / f"trainer_memory{suffix}.json", {"machine": machine(), "device": device,
                                                           "num_envs": args.num_envs, "iterations": args.iterations,
                                                           "ratio_lora_kl_vs_no_reference": ratio,
+                                                          "peak_memory_ratio_vs_trl": against_trl,
+                                                          "against_trl_shape": vars(shape),
                                                           "contenders": results})
 
 

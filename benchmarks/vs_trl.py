@@ -50,39 +50,50 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from common import gpt2_small_dir, machine, parse_args, test_score, write_json
+from common import gpt2_small_dir, machine, parse_args, peak_memory_mib, test_score, write_json
 
 ENV_ID = "textgym/Sentiment-v0"
 GENERATION_BATCH, GROUP, MINIBATCH, EPOCHS, NEW_TOKENS = 32, 4, 16, 4, 48
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A generation's shape, the same on both sides (``trainer_memory.py`` uses a larger one)."""
+
+    completions: int = GENERATION_BATCH
+    new_tokens: int = NEW_TOKENS
+    minibatch: int = MINIBATCH
+    epochs: int = EPOCHS
 LR, KL_COEF = 3e-5, 0.05
 WEIGHT_DECAY = 0.01  # torch AdamW's default, which our trainer uses; TRL's default is 0
 CONTENDERS = ("textgym-grpo", "textgym-ppo", "trl-grpo")
 
 
-def optimizer_steps(generations: int) -> int:
-    return generations * EPOCHS * GENERATION_BATCH // MINIBATCH
+def optimizer_steps(generations: int, shape: Shape) -> int:
+    return generations * shape.epochs * shape.completions // shape.minibatch
 
 
 Trained = tuple[torch.nn.Module, int, int, float]  # the model, generated tokens, optimizer steps, seconds
 
 
-def train_textgym(algo: str, model_dir: str, generations: int, seed: int) -> Trained:
+def train_textgym(algo: str, model_dir: str, generations: int, seed: int, shape: Shape = Shape()) -> Trained:
     from agents.trainers import TrainConfig, Trainer
 
-    config = TrainConfig(env_id=ENV_ID, algo=algo, model=model_dir, env_kwargs={"tokenizer": model_dir},
-                         reward_mode="sparse", num_envs=GENERATION_BATCH, group_size=GROUP,
-                         minibatch_size=MINIBATCH, epochs=EPOCHS, lr=LR, kl_coef=KL_COEF, seed=seed,
+    config = TrainConfig(env_id=ENV_ID, algo=algo, model=model_dir,
+                         env_kwargs={"tokenizer": model_dir, "max_new_tokens": shape.new_tokens},
+                         reward_mode="sparse", num_envs=shape.completions, group_size=GROUP,
+                         minibatch_size=shape.minibatch, epochs=shape.epochs, lr=LR, kl_coef=KL_COEF, seed=seed,
                          steps=10**12, out=tempfile.mkdtemp())
     trainer = Trainer(config, progress=False)
     updates = []
@@ -93,7 +104,7 @@ def train_textgym(algo: str, model_dir: str, generations: int, seed: int) -> Tra
     return trainer.policy.lm, trainer.steps, len(updates), time.perf_counter() - start
 
 
-def train_trl(model_dir: str, generations: int, seed: int) -> Trained:
+def train_trl(model_dir: str, generations: int, seed: int, shape: Shape = Shape()) -> Trained:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -107,13 +118,14 @@ def train_trl(model_dir: str, generations: int, seed: int) -> Trained:
         return [float(s) for s in vader(prompts, completions)]
 
     args = GRPOConfig(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=MINIBATCH,
-        steps_per_generation=GENERATION_BATCH // MINIBATCH, num_generations=GROUP, num_iterations=EPOCHS,
-        max_completion_length=NEW_TOKENS, max_steps=optimizer_steps(generations), learning_rate=LR,
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=shape.minibatch,
+        steps_per_generation=shape.completions // shape.minibatch, num_generations=GROUP,
+        num_iterations=shape.epochs, max_completion_length=shape.new_tokens,
+        max_steps=optimizer_steps(generations, shape), learning_rate=LR,
         lr_scheduler_type="constant", weight_decay=WEIGHT_DECAY, max_grad_norm=1.0, beta=KL_COEF, epsilon=0.2,
         loss_type="bnpo", scale_rewards="group", temperature=1.0, top_k=0, top_p=1.0, disable_dropout=True,
         use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=seed, report_to="none",
-        save_strategy="no", logging_steps=EPOCHS * GENERATION_BATCH // MINIBATCH)
+        save_strategy="no", logging_steps=shape.epochs * shape.completions // shape.minibatch)
     prompts, _ = data.sentiment("train")
     trainer = GRPOTrainer(model=model_dir, reward_funcs=reward, args=args,
                           train_dataset=Dataset.from_dict({"prompt": list(prompts)}))
@@ -133,11 +145,7 @@ def run_one(name: str, model_dir: str, seed: str, generations: int, episodes: in
         lm, tokens, updates, seconds = train_trl(model_dir, generations, int(seed))
     else:
         lm, tokens, updates, seconds = train_textgym(name.removeprefix("textgym-"), model_dir, generations, int(seed))
-    if torch.cuda.is_available():
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    record = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_mib": peak,
+    record = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_mib": peak_memory_mib(),
               "optimizer_steps": updates}
     if episodes:
         record["test_score"] = test_score(lm.eval(), TrainConfig(env_id=ENV_ID, env_kwargs={"tokenizer": model_dir}),
