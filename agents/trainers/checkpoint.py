@@ -38,15 +38,16 @@ from textgym.models import atomic_directory, recover_directory
 WEIGHTS, STATE = "policy.safetensors", "state.json"
 
 
+def trainable_names(module: nn.Module) -> list[str]:
+    """The names of the parameters the optimizer updates (tied weights appear once)."""
+    return [name for name, p in module.named_parameters() if p.requires_grad]
+
+
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters the optimizer updates (tied weights appear once), as whole CPU tensors. A
-    sharded module's are gathered to the main process (the others get none): every process must
-    call this."""
-    names = [name for name, p in module.named_parameters() if p.requires_grad]
-    if not is_sharded(module):
-        return {name: p.detach().contiguous().cpu() for name, p in module.named_parameters() if p.requires_grad}
-    whole = get_model_state_dict(module, options=FULL)
-    return {name: whole[name].contiguous() for name in names if name in whole}
+    """The parameters the optimizer updates, as whole CPU tensors. A sharded module's are gathered
+    to the main process (the others get none): every process must call this."""
+    whole = get_model_state_dict(module, options=FULL) if is_sharded(module) else dict(module.named_parameters())
+    return {name: whole[name].detach().contiguous().cpu() for name in trainable_names(module) if name in whole}
 
 
 def optimizer_state(policy: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
@@ -58,8 +59,7 @@ def optimizer_state(policy: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
 def read_weights(module: nn.Module, path: Path) -> dict[str, torch.Tensor]:
     """The trainable weights in ``path``, refused if they do not fit ``module``'s parameters."""
     state = _readable(path, load_file)
-    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
-    missing = sorted(trainable - set(state))
+    missing = sorted(set(trainable_names(module)) - set(state))
     unexpected = sorted(set(state) - {name for name, _ in module.named_parameters()})
     if missing or unexpected:
         raise ValueError(f"checkpoint weights {path} do not fit this model: missing {missing[:5]}, "
