@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 
 def length_scorer(prompts, completions):
@@ -66,3 +67,17 @@ def kill_at(monkeypatch, n: int) -> None:
 
     monkeypatch.setattr(Path, "rename", step(real_rename))
     monkeypatch.setattr(textgym.models.shutil, "rmtree", step(real_rmtree))
+
+
+class TurnSampler:
+    """A ``Sampler`` that writes ``text`` and the end-of-turn token for every conversation."""
+
+    def __init__(self, text: str, env):
+        self.turn = [*env.unwrapped.tokenizer.encode(text), env.unwrapped.end_of_turn_id]
+
+    def sample(self, prompt_ids, prompt_mask, max_new_tokens, *, eos_id, processors, generator):
+        from textgym.models.sampling import Completions
+
+        assert eos_id == self.turn[-1]
+        tokens = torch.tensor(self.turn[:max_new_tokens]).repeat(len(prompt_ids), 1)
+        return Completions(tokens, torch.full((len(prompt_ids),), tokens.shape[1]))

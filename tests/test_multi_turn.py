@@ -11,6 +11,8 @@ import textgym  # noqa: F401
 from textgym.envs import MultiTurnTextEnv, Scripted
 from textgym.models import tiny_path
 
+from tests.helpers import TurnSampler
+
 GAMES = ["textgym/GuessNumber-v0", "textgym/Calculator-v0", "textgym/Customer-v0"]
 
 
@@ -129,21 +131,6 @@ def test_the_gold_players_win_every_game_and_empty_turns_win_nothing():
             assert min(golds) >= 1 + 4 * -0.1 - 1e-9 and max(floors) < 0
         else:
             assert golds == [1.0 if game == "Calculator" else 1.5] * 20 and floors == [0.0] * 20
-
-
-class TurnSampler:
-    """A ``Sampler`` that writes ``text`` and the end-of-turn token for every conversation."""
-
-    def __init__(self, text: str, env):
-        self.turn = [*env.unwrapped.tokenizer.encode(text), env.unwrapped.end_of_turn_id]
-
-    def sample(self, prompt_ids, prompt_mask, max_new_tokens, *, eos_id, processors, generator):
-        import torch
-        from textgym.models.sampling import Completions
-
-        assert eos_id == self.turn[-1]
-        tokens = torch.tensor(self.turn[:max_new_tokens]).repeat(len(prompt_ids), 1)
-        return Completions(tokens, torch.full((len(prompt_ids),), tokens.shape[1]))
 
 
 @pytest.mark.parametrize("game", ["GuessNumber", "Customer"])

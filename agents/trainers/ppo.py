@@ -35,15 +35,18 @@ if TYPE_CHECKING:
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
-    """Generalised advantage estimates; the state after an episode's last token is worth 0."""
+    """Generalised advantage estimates over the tokens with ``mask`` 1, the policy's actions; the
+    state after an episode's last action is worth 0. Tokens with ``mask`` 0 are skipped: padding,
+    and in a conversation the other side's replies, so the state after a turn's last token is the
+    next turn's first (its reply is part of the transition, not an action)."""
     advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    steps = rewards.shape[1]
-    for t in reversed(range(steps)):
-        continues = mask[:, t + 1] if t + 1 < steps else torch.zeros_like(running)
-        next_value = values[:, t + 1] * continues if t + 1 < steps else running
+    running = torch.zeros_like(rewards[:, 0])  # the advantage of the next action
+    next_value = torch.zeros_like(rewards[:, 0])  # the value of the next action's state
+    for t in reversed(range(rewards.shape[1])):
+        acts = mask[:, t] > 0
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        running = delta + gamma * lam * continues * running
+        running = torch.where(acts, delta + gamma * lam * running, running)
+        next_value = torch.where(acts, values[:, t], next_value)
         advantages[:, t] = running
     return advantages * mask
 

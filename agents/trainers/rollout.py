@@ -1,4 +1,4 @@
-"""The rollout every trainer shares: one episode per env, sampled, then stepped through the env.
+"""The rollouts every trainer shares: one episode per env, sampled, then stepped through the env.
 
 A ``Sampler`` samples the completions of the N envs' prompts (``HFSampler``: the policy with a
 KV cache, like ``generate()``); then the envs step through them column by column, so every token
@@ -6,6 +6,12 @@ goes through the Gymnasium vector env and its immediate-reward wrappers, and the
 rewards come back. An env whose episode has ended keeps receiving (ignored) tokens until every env
 is done: the batch stays rectangular, as in ``generate()``. The result is a ``Batch`` of
 (prompt, completion) rows ready for one full forward.
+
+A conversation env (``MultiTurnTextEnv``, whose observations carry ``policy_mask``) appends the
+other side's reply when a turn ends, so ``ConversationRollout`` samples turn by turn instead
+(``play_conversations``): its ``Batch`` rows are (opening, rest of the conversation), and
+``completion_mask`` marks only the policy's tokens in the rest, so the other side's tokens are
+context the loss, the entropy, the KL and the advantages never see. ``rollout_for`` picks one.
 
 Example:
     >>> import gymnasium as gym, torch, textgym
@@ -30,18 +36,20 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from textgym.models.sampling import HFSampler, Sampler, Sampling, env_prompts, sample_for
+from textgym.models.sampling import HFSampler, Sampler, Sampling, env_prompts, play_conversations, sample_for
 from textgym.rewards import ImplicitConfig, PotentialConfig, implicit, potential, train_implicit_reward, train_potential
+from textgym import CONVERSATION_NAMES
 from textgym.tasks import TASKS, TRAINED_SOURCES
 
 
 @dataclass
 class Batch:
-    """N finished episodes as left-padded prompt + right-padded completion rows."""
+    """N finished episodes as left-padded prompt + right-padded completion rows. In a conversation
+    the completion is the rest of it: the policy's turns and the other side's replies."""
 
     ids: torch.Tensor  # (N, P + T)
     mask: torch.Tensor  # (N, P + T): prompt tokens and the episode's own completion tokens
-    completion_mask: torch.Tensor  # (N, T) float: 1 for the tokens the episode took
+    completion_mask: torch.Tensor  # (N, T) float: 1 for the tokens the policy took (its actions)
     rewards: torch.Tensor  # (N, T): the env's per-token rewards (wrappers included)
     scores: torch.Tensor  # (N,): the task score of each episode
     ended_by_eos: torch.Tensor  # (N,) bool
@@ -55,6 +63,7 @@ class Batch:
 
     @property
     def lengths(self) -> torch.Tensor:
+        """The policy's tokens (actions) per episode."""
         return self.completion_mask.sum(1)
 
     def minibatch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -64,12 +73,13 @@ class Batch:
         prompt_width = self.ids.shape[1] - self.completion_tokens
         mask = self.mask[rows]
         longest_prompt = int(mask[:, :prompt_width].sum(1).max())
-        width = int(self.lengths[rows].max())
+        width = int(mask[:, prompt_width:].sum(1).max())
         columns = slice(prompt_width - longest_prompt, prompt_width + width)
         return self.ids[rows, columns], mask[:, columns], width
 
 
 TASK_IDS = {task.env_id for task in TASKS.values()}
+GAME_IDS = {f"textgym/{name}-v0" for name in CONVERSATION_NAMES}
 
 
 def registered_ids() -> list[str]:
@@ -80,11 +90,13 @@ def registered_ids() -> list[str]:
 def env_arguments(env_id: str, env_kwargs: dict | None = None, split: str | None = None,
                   reward_mode: str | None = None, sources: dict[str, str] | None = None) -> dict:
     """``env_kwargs`` plus ``split``, ``reward_mode`` and the trained ``sources`` (``reward_sources``),
-    which only task ids take (other ids have one prompt set and no task score to shape); an unknown
-    id is an error listing the known ones."""
+    which only task ids take (other ids have no task score to shape; the games take ``split``); an
+    unknown id is an error listing the known ones."""
     if env_id not in gym.registry:
         raise ValueError(f"unknown env id {env_id!r}; registered textgym ids are {registered_ids()}")
     kwargs = dict(env_kwargs or {})
+    if env_id in GAME_IDS and split is not None:
+        kwargs["split"] = split
     if env_id in TASK_IDS:
         kwargs |= {k: v for k, v in [("split", split), ("reward_mode", reward_mode)] if v is not None}
         kwargs |= sources or {}
@@ -127,8 +139,9 @@ class Rollout:
 
     def __init__(self, envs, sampling: Sampling):
         self.envs, self.sampling = envs, sampling
-        self.pad_id = envs.unwrapped.mdp.pad_id
-        self.allowed = torch.from_numpy(envs.unwrapped.mdp.action_mask)  # the env's action_masks(), for every row
+        mdp = envs.unwrapped.mdp
+        self.pad_id, self.tokenizer, self.length = mdp.pad_id, envs.unwrapped.tokenizer, mdp.length
+        self.allowed = torch.from_numpy(mdp.action_mask)  # the env's action_masks(), for every row
 
     def collect(self, sampler: Sampler, seeds: list[int], generator: torch.Generator) -> Batch:
         """One episode per env, env ``i`` reset with ``seeds[i]`` (equal seeds: the same prompt)."""
@@ -170,12 +183,75 @@ class Rollout:
         )
 
 
+class ConversationRollout:
+    """Plays the conversations of a vector env's single ``MultiTurnTextEnv``s turn by turn
+    (``play_conversations``): a vector env steps every env at once, while here each conversation
+    waits for its own reply between turns.
+
+    Example:
+        >>> import gymnasium as gym, torch, textgym
+        >>> from agents.trainers.rollout import ConversationRollout
+        >>> from textgym.models import load_causal_lm
+        >>> from textgym.models.sampling import HFSampler, Sampling
+        >>> rollout = ConversationRollout(gym.make_vec("textgym/GuessNumber-v0", num_envs=2), Sampling())
+        >>> batch = rollout.collect(HFSampler(load_causal_lm("tiny", device="cpu")), seeds=[0, 1],
+        ...                         generator=torch.Generator().manual_seed(0))
+        >>> bool((batch.lengths < batch.mask[:, -batch.completion_tokens:].sum(1)).all())  # replies too
+        True
+    """
+
+    def __init__(self, envs, sampling: Sampling):
+        self.envs, self.sampling = envs.unwrapped.envs, sampling
+        first = self.envs[0].unwrapped
+        self.pad_id, self.tokenizer, self.length = first.pad_id, first.tokenizer, first.length
+        self.allowed = torch.from_numpy(first.action_masks().astype(bool))
+
+    def collect(self, sampler: Sampler, seeds: list[int], generator: torch.Generator) -> Batch:
+        """One conversation per env, env ``i`` reset with ``seeds[i]`` (equal seeds: the same game);
+        the batch on ``generator``'s device."""
+        start = time.perf_counter()
+        played = play_conversations(sampler, self.envs, seeds, self.sampling, generator)
+        openings = [int(c.opening["attention_mask"].sum()) for c in played]
+        spans = [int(c.final["attention_mask"].sum()) - n for c, n in zip(played, openings)]
+        n, width, rest = len(played), max(openings), max(spans)
+        ids = np.full((n, width + rest), self.pad_id, np.int64)
+        mask = np.zeros((n, width + rest), np.int64)
+        actions = np.zeros((n, rest), np.float32)
+        rewards = np.zeros((n, rest), np.float32)
+        for i, (c, opening, span) in enumerate(zip(played, openings, spans)):
+            row = slice(len(c.final["input_ids"]) - opening - span, None)  # the env right-aligns the conversation
+            ids[i, width - opening : width + span] = c.final["input_ids"][row]
+            mask[i, width - opening : width + span] = 1
+            actions[i, :span] = c.final["policy_mask"][row][opening:]
+            rewards[i, actions[i] == 1] = c.rewards
+        device = generator.device  # the trainer's device
+        completions = [self.tokenizer.decode(ids[i, width : width + span]) for i, span in enumerate(spans)]
+        return Batch(
+            ids=torch.from_numpy(ids).to(device),
+            mask=torch.from_numpy(mask).to(device),
+            completion_mask=torch.from_numpy(actions).to(device),
+            rewards=torch.from_numpy(rewards).to(device),
+            scores=torch.tensor([float(c.info["score"]) for c in played], device=device),
+            ended_by_eos=torch.tensor([c.terminated for c in played], device=device),
+            prompts=[self.tokenizer.decode(ids[i, width - opening : width]) for i, opening in enumerate(openings)],
+            completions=completions,
+            seconds=time.perf_counter() - start,
+        )
+
+
+def rollout_for(envs, sampling: Sampling) -> Rollout | ConversationRollout:
+    """The rollout of the vector env ``envs``: turn by turn for conversations (observations with a
+    ``policy_mask``), else one column of tokens per step."""
+    conversation = "policy_mask" in envs.single_observation_space.spaces
+    return (ConversationRollout if conversation else Rollout)(envs, sampling)
+
+
 def evaluate(lm, env_id: str, env_kwargs: dict | None, episodes: int, sampling: Sampling, seed: int = 0,
              split: str = "test") -> list[dict]:
     """``episodes`` episodes of ``lm`` on the ``split`` prompts of ``env_id`` (seeded: the same prompts
     for every model); each a dict of prompt, completion and score."""
     envs = make_envs(env_id, episodes, env_kwargs, split=split)
-    batch = Rollout(envs, sampling).collect(HFSampler(lm), [seed + i for i in range(episodes)],
+    batch = rollout_for(envs, sampling).collect(HFSampler(lm), [seed + i for i in range(episodes)],
                                             torch.Generator(lm.device).manual_seed(seed))
     envs.close()
     return [{"prompt": p, "completion": c, "score": float(s)}

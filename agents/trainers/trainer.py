@@ -49,7 +49,7 @@ from agents.trainers.core import kl_estimate, masked_mean
 from agents.trainers.kl import KLController
 from agents.trainers.metrics import MetricsLog, plot_learning_curve
 from agents.trainers.policy import Reference, TokenPolicy
-from agents.trainers.rollout import Rollout, Sampling, evaluate, make_envs, reward_sources
+from agents.trainers.rollout import Sampling, evaluate, make_envs, reward_sources, rollout_for
 from agents.trainers.sharding import full_weights, is_sharded, shard, whole
 from textgym.models import load_tokenizer, save_pretrained_atomically
 from textgym.models.cache import check_positions
@@ -80,16 +80,16 @@ class Trainer:
             sources = reward_sources(c, progress and self.accelerator.is_main_process)
         self.envs = make_envs(c.env_id, c.num_envs, c.env_kwargs, reward_mode=c.reward_mode, sources=sources)
         self.sampling = Sampling.from_config(c)
-        self.rollout = Rollout(self.envs, self.sampling)
+        self.rollout = rollout_for(self.envs, self.sampling)
         self.algo = ALGORITHMS[c.algo](c)
 
         lora = {"r": c.lora_rank, "lora_alpha": c.lora_alpha, "lora_dropout": 0.0} if c.lora else None
         policy = TokenPolicy.load(c.model, with_value=self.algo.uses_values, lora=lora,
                                   temperature=c.temperature, allowed=self.rollout.allowed).to(self.accelerator.device)
-        if policy.vocab != len(self.envs.unwrapped.tokenizer):
+        if policy.vocab != len(self.rollout.tokenizer):
             raise ValueError(f"model {c.model!r} has a {policy.vocab}-token vocabulary but {c.env_id} acts over "
-                             f"Discrete({len(self.envs.unwrapped.tokenizer)}); pass the env's tokenizer's model")
-        check_positions(policy.lm, self.envs.unwrapped.mdp.length)
+                             f"Discrete({len(self.rollout.tokenizer)}); pass the env's tokenizer's model")
+        check_positions(policy.lm, self.rollout.length)
         self.reference = Reference(policy) if c.uses_reference else None  # a frozen copy is never sharded
         self.steps = self.iteration = 0  # the linear lr schedule reads self.steps
         sharded = c.fsdp and self.world > 1  # one process has nothing to shard

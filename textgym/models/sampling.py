@@ -236,16 +236,30 @@ def first_episodes(sampler: Sampler, envs, seed: int, sampling: Sampling = Sampl
     return prompts, [finished[i] for i in range(envs.num_envs)]
 
 
-def first_conversations(sampler: Sampler, envs: list, seed: int, sampling: Sampling = Sampling()) -> list[dict]:
-    """Play the first episode of each single ``MultiTurnTextEnv`` of ``envs`` (env ``i`` reset with
-    ``seed + i``), turn by turn: each round ``sampler`` writes the next turn of every conversation
-    still running, in one batch, up to the end-of-turn token, and each env steps through its turn
-    (then appends the other side's reply). Returns each episode's final ``info`` (``score``,
+class Conversation(NamedTuple):
+    """One finished episode of a ``MultiTurnTextEnv``: its first and last observations, the reward
+    of each of the policy's tokens in order (the token that ended a turn holds the turn's score),
+    whether it terminated (rather than ran out of room), and the final ``info`` (``score``,
     ``turn_scores``, ``transcript``)."""
-    generator = torch.Generator().manual_seed(seed)
-    observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+
+    opening: dict[str, np.ndarray]
+    final: dict[str, np.ndarray]
+    rewards: list[float]
+    terminated: bool
+    info: dict
+
+
+def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling: Sampling,
+                       generator: torch.Generator) -> list[Conversation]:
+    """Play one episode of each single ``MultiTurnTextEnv`` of ``envs`` (env ``i`` reset with
+    ``seeds[i]``), turn by turn: each round ``sampler`` writes the next turn of every conversation
+    still running, in one batch, up to the end-of-turn token, and each env steps through its turn
+    (then appends the other side's reply). A row's tokens after its turn ended are dropped."""
+    openings = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
+    observations = list(openings)
+    rewards: list[list[float]] = [[] for _ in envs]
     turn = [0] * len(envs)
-    finished: dict[int, dict] = {}
+    finished: dict[int, Conversation] = {}
     first = envs[0].unwrapped
     processors = sampling.processors(first.vocab_size, first.action_masks())
     while len(finished) < len(envs):
@@ -258,11 +272,20 @@ def first_conversations(sampler: Sampler, envs: list, seed: int, sampling: Sampl
                                generator=generator)
         for row, i in enumerate(running):
             for token in turns.tokens[row, : int(turns.lengths[row])].tolist():
-                observations[i], _, terminated, truncated, info = envs[i].step(token)
+                observations[i], reward, terminated, truncated, info = envs[i].step(token)
+                rewards[i].append(float(reward))
                 if terminated or truncated:
-                    finished[i] = info
+                    finished[i] = Conversation(openings[i], observations[i], rewards[i], bool(terminated), info)
                     break
                 if info["turn"] != turn[i]:  # the turn ended; the reply is in the observation
                     turn[i] = info["turn"]
                     break
     return [finished[i] for i in range(len(envs))]
+
+
+def first_conversations(sampler: Sampler, envs: list, seed: int, sampling: Sampling = Sampling()) -> list[dict]:
+    """``play_conversations`` with env ``i`` reset with ``seed + i`` and the sampling seeded by
+    ``seed``; each episode's final ``info``."""
+    played = play_conversations(sampler, envs, [seed + i for i in range(len(envs))], sampling,
+                                torch.Generator().manual_seed(seed))
+    return [conversation.info for conversation in played]
