@@ -105,3 +105,25 @@ def test_the_trainer_trains_on_a_game_and_groups_whole_episodes(tmp_path):
     samples = json.loads((tmp_path / "run" / "samples.json").read_text())
     assert len(samples["after"]) == 3 and all(s["prompt"].startswith("<|user|>What is ") for s in samples["after"])
     assert trainer.steps >= 60 and (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_group_methods_credit_a_conversation_as_a_whole_and_a_completion_token_by_token(algo):
+    """Two lost games of one group, the first worse (three non-numbers, then a miss): in a
+    conversation every token of the worse game gets the same negative advantage; token by token its
+    last turn would beat the group's mean, credited with the misses it did not repeat."""
+    from types import SimpleNamespace
+
+    from agents.trainers.algorithms import ALGORITHMS
+
+    config = TrainConfig(algo=algo, group_size=2, num_envs=2, minibatch_size=2, whiten_advantages=False)
+    rewards = torch.tensor([[-0.2, -0.2, -0.2, -0.1], [-0.1, -0.1, -0.1, -0.1]])
+    mask = torch.ones(2, 4)
+    old = SimpleNamespace(logprobs=torch.zeros(2, 4))
+    advantages = {
+        conversation: ALGORITHMS[algo](config).targets(
+            SimpleNamespace(completion_mask=mask, conversation=conversation), old, rewards, None)["advantages"]
+        for conversation in (True, False)}
+    worse = advantages[True][0]
+    assert (worse < 0).all() and torch.allclose(worse, worse[0].expand(4))
+    assert advantages[False][0, -1] > 0

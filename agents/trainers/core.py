@@ -79,6 +79,19 @@ def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return rewards.flip(1).cumsum(1).flip(1) * mask
 
 
+def group_credit(rewards: torch.Tensor, mask: torch.Tensor, whole_episode: bool) -> torch.Tensor:
+    """The return GRPO and RLOO credit each token with: the return from the token on, or with
+    ``whole_episode`` the episode's return at every token.
+
+    A group shares only its first state, so its mean return is a baseline for the first token. It
+    fits a later token's return-to-go when the rewards before that token are a potential's
+    (shaping telescopes to score - Phi(prefix)), but not when they are a conversation's turn
+    scores: a failing game's last turns would be credited with the misses they did not repeat.
+    """
+    returns = returns_to_go(rewards, mask)
+    return returns[:, :1] * mask if whole_episode else returns
+
+
 def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                         mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO's clipped surrogate (Schulman et al. 2017), averaged over tokens."""

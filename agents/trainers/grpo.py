@@ -11,8 +11,10 @@ and this is outcome-supervised GRPO (its std weighted by episode length). With p
 shaping G_t = score - Phi(prefix before t), so the potential acts as a per-token baseline. Taking
 the spread over tokens, not just outcomes, matters there: when every sample of a prompt scores
 the same, the outcomes' std is 0 while the potentials still differ, and dividing by it would blow
-the advantages up. The KL to the reference is a loss term with the k3 estimator, weighted by the
-KL coefficient.
+the advantages up. In a conversation every token is credited with its episode's return, G_t = G_0
+(``core.group_credit``): turn scores are no potential, and the group's mean is a baseline for the
+opening only. The KL to the reference is a loss term with the k3 estimator, weighted by the KL
+coefficient.
 
 Example (``textgym train ENV_ID --algo grpo``; here a group of 2 samples, sparse rewards):
     >>> import torch
@@ -22,7 +24,7 @@ Example (``textgym train ENV_ID --algo grpo``; here a group of 2 samples, sparse
     >>> rewards, mask = torch.tensor([[0.0, 1.0], [0.0, 0.0]]), torch.ones(2, 2)
     >>> old = SimpleNamespace(logprobs=torch.zeros(2, 2))
     >>> grpo = GRPO(TrainConfig(algo="grpo", group_size=2, num_envs=2, minibatch_size=2))
-    >>> grpo.targets(SimpleNamespace(completion_mask=mask), old, rewards, None)["advantages"]
+    >>> grpo.targets(SimpleNamespace(completion_mask=mask, conversation=False), old, rewards, None)["advantages"]
     tensor([[ 0.8659,  0.8659],
             [-0.8659, -0.8659]])
 """
@@ -32,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from agents.trainers.algorithms import Algorithm
-from agents.trainers.core import clipped_policy_loss, kl_estimate, masked_mean, returns_to_go
+from agents.trainers.core import clipped_policy_loss, group_credit, kl_estimate, masked_mean
 from agents.trainers.policy import TokenOutputs
 from agents.trainers.rollout import Batch
 
@@ -45,7 +47,7 @@ class GRPO(Algorithm):
     def targets(self, batch: Batch, old: TokenOutputs, rewards: torch.Tensor, ref_logprobs: torch.Tensor | None
                 ) -> dict[str, torch.Tensor]:
         mask = batch.completion_mask
-        returns = returns_to_go(rewards, mask)
+        returns = group_credit(rewards, mask, batch.conversation)
         k = self.config.group_size
         group_returns, group_mask = returns.view(-1, k * returns.shape[1]), mask.view(-1, k * mask.shape[1])
         outcome_mean = returns[:, 0].view(-1, k).mean(1, keepdim=True)  # rows of one group are adjacent

@@ -6,7 +6,8 @@ reference enters the reward, and per-token rewards give per-token returns:
 
     A_t = G_t - mean_{j != i} G_0^j,    G_t = sum of the (KL-penalised) rewards from token t on.
 
-With sparse rewards this is sequence-level RLOO exactly. Updates use the clipped surrogate, so
+With sparse rewards this is sequence-level RLOO exactly; in a conversation G_t = G_0 for every
+token (``core.group_credit``), as in GRPO. Updates use the clipped surrogate, so
 several epochs over a batch stay safe; advantages are whitened when ``whiten_advantages``.
 
 Example (``textgym train ENV_ID --algo rloo``; here one prompt, three samples, sparse rewards):
@@ -16,7 +17,8 @@ Example (``textgym train ENV_ID --algo rloo``; here one prompt, three samples, s
     >>> from agents.trainers.rloo import RLOO
     >>> rewards = torch.tensor([[1.0], [2.0], [6.0]])
     >>> rloo = RLOO(TrainConfig(algo="rloo", group_size=3, num_envs=3, minibatch_size=3, whiten_advantages=False))
-    >>> batch, old = SimpleNamespace(completion_mask=torch.ones(3, 1)), SimpleNamespace(logprobs=torch.zeros(3, 1))
+    >>> batch = SimpleNamespace(completion_mask=torch.ones(3, 1), conversation=False)
+    >>> old = SimpleNamespace(logprobs=torch.zeros(3, 1))
     >>> rloo.targets(batch, old, rewards, None)["advantages"].flatten()  # each minus the mean of the others
     tensor([-3.0000, -1.5000,  4.5000])
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from agents.trainers.algorithms import Algorithm
-from agents.trainers.core import clipped_policy_loss, masked_whiten, returns_to_go
+from agents.trainers.core import clipped_policy_loss, group_credit, masked_whiten
 from agents.trainers.policy import TokenOutputs
 from agents.trainers.rollout import Batch
 
@@ -39,7 +41,7 @@ class RLOO(Algorithm):
     def targets(self, batch: Batch, old: TokenOutputs, rewards: torch.Tensor, ref_logprobs: torch.Tensor | None
                 ) -> dict[str, torch.Tensor]:
         mask, k = batch.completion_mask, self.config.group_size
-        returns = returns_to_go(rewards, mask)
+        returns = group_credit(rewards, mask, batch.conversation)
         outcome = returns[:, 0].view(-1, k)
         others = (outcome.sum(1, keepdim=True) - outcome) / (k - 1)  # the leave-one-out baseline
         advantages = (returns - others.reshape(-1, 1)) * mask

@@ -56,6 +56,7 @@ class Batch:
     prompts: list[str]
     completions: list[str]
     seconds: float  # wall time of the rollout
+    conversation: bool = False  # rows hold the other side's replies; GRPO and RLOO credit whole episodes
 
     @property
     def completion_tokens(self) -> int:
@@ -236,6 +237,7 @@ class ConversationRollout:
             prompts=[self.tokenizer.decode(ids[i, width - opening : width]) for i, opening in enumerate(openings)],
             completions=completions,
             seconds=time.perf_counter() - start,
+            conversation=True,
         )
 
 
