@@ -107,6 +107,18 @@ def test_learnability_quick_trains_every_task_and_scores_it_against_its_base(tmp
     assert (tmp_path / "learnability.png").stat().st_size > 0
 
 
+def test_conversation_learning_quick_trains_every_game_with_ppo_and_grpo(tmp_path):
+    from textgym import CONVERSATION_NAMES
+
+    run_quick("conversation_learning.py", tmp_path)
+    record = json.loads((tmp_path / "conversation_learning.json").read_text())
+    assert set(record["results"]) == {f"{game}/{algo}" for game in CONVERSATION_NAMES for algo in ("ppo", "grpo")}
+    for r in record["results"].values():
+        assert r["gain_mean"] == pytest.approx(r["test_score_mean"] - r["base_test_score"])
+    assert all(run["tokens"] >= 100 and len(run["curve"]["score"]) >= 1 for run in record["runs"])
+    assert (tmp_path / "conversation_learning.png").stat().st_size > 0
+
+
 def test_learning_quick_trains_and_scores_every_run(tmp_path):
     run_quick("learning.py", tmp_path)
     runs = json.loads((tmp_path / "learning.json").read_text())["runs"]
