@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 import gymnasium as gym
 
@@ -14,6 +14,7 @@ from agents.trainers.rollout import Rollout
 from textgym.models import load_causal_lm
 from textgym.models.cache import cache_of, cached, positions, preallocated_cache
 from textgym.models.sampling import (
+    CachedRows,
     Completions,
     HFSampler,
     Sampling,
@@ -141,3 +142,47 @@ def test_any_sampler_plugs_into_the_rollout_and_first_episodes():
     assert batch.completions == ["42"] * 3 and batch.ended_by_eos.all()
     _, episodes = first_episodes(ScriptedSampler(script), envs, seed=0)
     assert [e["completion"] for e in episodes] == ["42"] * 3 and {e["ended_by"] for e in episodes} == {"EOS"}
+
+
+class Recorded(LogitsProcessor):
+    """Keeps the logits of every step it sees."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, input_ids, scores):
+        self.seen.append(scores.clone())
+        return scores
+
+
+def test_cached_rows_continue_turn_after_turn_as_a_full_forward_of_the_real_tokens_would():
+    """Sample a turn (one row stops early at "EOS"), drop a row, append replies of unequal length,
+    sample again, with a cache that must grow: each step's logits equal the uncached model's on the
+    rows' real tokens alone, although the cache keeps unused columns (masked) in between."""
+    lm = load_causal_lm("tiny", device="cpu")
+    ids = torch.tensor([[1, 1, 20, 21], [30, 31, 32, 33], [1, 40, 41, 42]])
+    rows = CachedRows(lm, ids, (ids != 1).long(), capacity=5, grows=True)
+    real = [row[row != 1].tolist() for row in ids]
+    generator = torch.Generator().manual_seed(0)
+    eos, step = 7, iter(range(4))
+
+    def end_row_0_at_its_second_token(input_ids, scores):
+        if next(step) == 1:
+            scores[0] = torch.where(torch.arange(scores.shape[1]) == eos, 0.0, -torch.inf)
+        return scores
+
+    first = rows.sample(4, eos_id=eos, processors=LogitsProcessorList([end_row_0_at_its_second_token]),
+                        generator=generator)
+    assert first.lengths[0] == 2 and first.tokens.shape[1] == 4  # row 0's last 2 columns are unused
+    for row, (tokens, length) in enumerate(zip(first.tokens.tolist(), first.lengths.tolist())):
+        real[row] += tokens[:length]
+    rows.keep([0, 2])
+    real = [real[0] + [50], real[2] + [51, 52, 53]]
+    rows.append([[50], [51, 52, 53]])
+    recorded = Recorded()
+    second = rows.sample(3, eos_id=None, processors=LogitsProcessorList([recorded]), generator=generator)
+    for t, logits in enumerate(recorded.seen):
+        for row in range(2):
+            prefix = torch.tensor([real[row] + second.tokens[row, :t].tolist()])
+            expected = lm(input_ids=prefix).logits[0, -1]
+            torch.testing.assert_close(logits[row], expected, atol=1e-4, rtol=1e-4)

@@ -120,7 +120,7 @@ def test_ppo_value_targets_do_not_depend_on_the_reward_scale(tmp_path):
 
 class FakeBatch:
     def __init__(self, rewards: torch.Tensor, mask: torch.Tensor):
-        self.rewards, self.completion_mask = rewards, mask
+        self.rewards, self.completion_mask, self.conversation = rewards, mask, False
 
 
 def test_grpo_advantages_are_group_normalised_returns_to_go(tmp_path):

@@ -69,11 +69,12 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 class PreallocatedLayer(DynamicLayer):
-    """A ``DynamicLayer`` that writes new keys and values into buffers of ``capacity`` positions."""
+    """A ``DynamicLayer`` that writes new keys and values into buffers of ``capacity`` positions
+    (that double when full, if it ``grows``)."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, grows: bool = False):
         super().__init__()
-        self.capacity = capacity
+        self.capacity, self.grows = capacity, grows
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -88,16 +89,45 @@ class PreallocatedLayer(DynamicLayer):
         start = self.get_seq_length()
         end = start + key_states.shape[-2]
         if end > self.capacity:
-            raise ValueError(f"preallocated_cache({self.capacity}) cannot hold {end} positions")
+            if not self.grows:
+                raise ValueError(f"preallocated_cache({self.capacity}) cannot hold {end} positions")
+            self._resize(max(end, 2 * self.capacity))
         self.key_buffer[:, :, start:end] = key_states
         self.value_buffer[:, :, start:end] = value_states
         self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
         return self.keys, self.values
 
 
-def preallocated_cache(capacity: int) -> Cache:
-    """A KV cache for up to ``capacity`` positions (prompt + new tokens) that never reallocates."""
-    return Cache(layer_class_to_replicate=partial(PreallocatedLayer, capacity))
+    def _resize(self, capacity: int) -> None:
+        filled = self.get_seq_length()
+        for name in ("key_buffer", "value_buffer"):
+            old = getattr(self, name)
+            new = old.new_empty(*old.shape[:2], capacity, old.shape[-1])
+            new[:, :, :filled] = old[:, :, :filled]
+            setattr(self, name, new)
+        self.capacity = capacity
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        if self.is_initialized:
+            filled = self.get_seq_length()
+            for name in ("key_buffer", "value_buffer"):  # copy the filled columns only
+                old = getattr(self, name)
+                new = old.new_empty(len(rows), *old.shape[1:])
+                new[:, :, :filled] = old[rows, :, :filled]
+                setattr(self, name, new)
+            self.keys, self.values = self.key_buffer[:, :, :filled], self.value_buffer[:, :, :filled]
+
+
+def preallocated_cache(capacity: int, grows: bool = False) -> Cache:
+    """A KV cache for up to ``capacity`` positions (prompt + new tokens) that never reallocates
+    (or, if it ``grows``, that doubles its buffers when they are full)."""
+    return Cache(layer_class_to_replicate=partial(PreallocatedLayer, capacity, grows))
+
+
+def select_rows(kv: Cache, rows: torch.Tensor) -> None:
+    """Keep only ``rows`` of the ``preallocated_cache`` ``kv``."""
+    for layer in kv.layers:
+        layer.select_rows(rows)
 
 
 def check_positions(model: PreTrainedModel, length: int) -> None:

@@ -36,7 +36,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from textgym.models.cache import autocast, cache_of, cached, positions, preallocated_cache
+from textgym.models.cache import autocast, cached, positions, preallocated_cache, select_rows
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -160,26 +160,79 @@ class HFSampler:
     def __init__(self, model: PreTrainedModel):
         self.model = model
 
-    @torch.no_grad()
     def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, *,
                eos_id: int | None, processors: LogitsProcessorList, generator: torch.Generator) -> Completions:
-        device = self.model.device
-        n, width = prompt_ids.shape
+        return CachedRows(self.model, prompt_ids, prompt_mask, capacity=prompt_ids.shape[1] + max_new_tokens).sample(
+            max_new_tokens, eos_id=eos_id, processors=processors, generator=generator)
+
+    def session(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> CachedRows:
+        """Rows to sample from turn after turn, keeping their KV cache (``play_conversations``)."""
+        return CachedRows(self.model, prompt_ids, prompt_mask, capacity=2 * prompt_ids.shape[1], grows=True)
+
+
+class CachedRows:
+    """N left-padded rows that a causal LM continues, with a KV cache kept between calls: sample a
+    turn, ``append`` the other side's reply, sample the next turn; only new tokens ever run.
+
+    Columns a row does not use (tokens sampled after its end, padding before a shorter reply) stay
+    in the cache with attention mask 0, so every row's tokens keep their positions.
+
+    Example:
+        >>> from textgym.models import load_causal_lm
+        >>> rows = CachedRows(load_causal_lm("tiny", device="cpu"), torch.tensor([[1, 20, 21]]),
+        ...                   torch.tensor([[0, 1, 1]]), capacity=8, grows=True)
+        >>> draw = dict(eos_id=None, processors=Sampling().processors(2240), generator=torch.Generator())
+        >>> turn = rows.sample(2, **draw)
+        >>> rows.append([[30, 31, 32]])
+        >>> rows.sample(2, **draw).tokens.shape, rows.ids.shape  # 3 + 2 + 3 columns, the new turn's last not yet run
+        (torch.Size([1, 2]), torch.Size([1, 10]))
+    """
+
+    def __init__(self, model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, capacity: int,
+                 grows: bool = False):
+        self.model, self.device = model, model.device
+        self.ids, self.mask = ids.to(self.device), mask.to(self.device)
+        self.kv = preallocated_cache(capacity, grows=grows)
+
+    def append(self, tokens: list[list[int]]) -> None:
+        """Append each row's ``tokens`` (at least one), right-aligned so every row ends on a real token."""
+        if not all(tokens):
+            raise ValueError(f"every row needs at least one token to append, got {tokens!r}")
+        width = max(map(len, tokens))
+        ids = torch.zeros(len(tokens), width, dtype=torch.long)
+        mask = torch.zeros(len(tokens), width, dtype=torch.long)
+        for row, new in enumerate(tokens):
+            ids[row, width - len(new) :], mask[row, width - len(new) :] = torch.tensor(new), 1
+        self.ids = torch.cat([self.ids, ids.to(self.device)], dim=1)
+        self.mask = torch.cat([self.mask, mask.to(self.device)], dim=1)
+
+    def keep(self, rows: list[int]) -> None:
+        """Drop every row but ``rows`` (finished conversations)."""
+        index = torch.tensor(rows, device=self.device)
+        self.ids, self.mask = self.ids[index], self.mask[index]
+        select_rows(self.kv, index)
+
+    @torch.no_grad()
+    def sample(self, max_new_tokens: int, *, eos_id: int | None, processors: LogitsProcessorList,
+               generator: torch.Generator) -> Completions:
+        """``Sampler.sample``'s draw, continuing every row; the new tokens join the rows."""
+        device, (n, width) = self.device, self.ids.shape
         ids = torch.empty(n, width + max_new_tokens, dtype=torch.long, device=device)  # what processors see
-        ids[:, :width] = prompt_ids.to(device)
-        mask = prompt_mask.to(device)
+        ids[:, :width] = self.ids
+        mask = self.mask
         lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)
         ended = torch.zeros(n, dtype=torch.bool, device=device)
+        done = self.kv.get_seq_length()  # the columns already in the cache
         with autocast(device):
-            out = self.model(input_ids=ids[:, :width], attention_mask=mask, position_ids=positions(mask),
-                             use_cache=True, **cached(preallocated_cache(width + max_new_tokens)), logits_to_keep=1)
+            out = self.model(input_ids=ids[:, done:width], attention_mask=mask, position_ids=positions(mask)[:, done:],
+                             use_cache=True, **cached(self.kv), logits_to_keep=1)
         for t in range(max_new_tokens):
             if t:
                 position = mask.sum(-1, keepdim=True)
                 mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
                 with autocast(device):
                     out = self.model(input_ids=ids[:, width + t - 1 : width + t], attention_mask=mask,
-                                     position_ids=position, **cached(cache_of(out)), use_cache=True)
+                                     position_ids=position, **cached(self.kv), use_cache=True)
             scores = processors(ids[:, : width + t], out.logits[:, -1].float())
             token = sample_categorical(torch.softmax(scores, dim=-1).to(generator.device), generator)
             ids[:, width + t] = token.to(device)
@@ -189,7 +242,10 @@ class HFSampler:
                 ended |= stops
                 if bool(ended.all()):
                     break
-        return Completions(ids[:, width : width + t + 1], lengths)
+        new = ids[:, width : width + t + 1]
+        self.ids = ids[:, : width + t + 1]
+        self.mask = torch.cat([mask[:, :width], (torch.arange(t + 1, device=device) < lengths[:, None]).long()], dim=1)
+        return Completions(new, lengths)
 
 
 def env_prompts(envs, seeds: int | list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -254,24 +310,30 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
     """Play one episode of each single ``MultiTurnTextEnv`` of ``envs`` (env ``i`` reset with
     ``seeds[i]``), turn by turn: each round ``sampler`` writes the next turn of every conversation
     still running, in one batch, up to the end-of-turn token, and each env steps through its turn
-    (then appends the other side's reply). A row's tokens after its turn ended are dropped."""
+    (then appends the other side's reply). A row's tokens after its turn ended are dropped.
+
+    A sampler with a ``session`` (``HFSampler``) keeps its KV cache from turn to turn and runs only
+    the replies' tokens anew; any other one is handed each whole conversation every round.
+    """
     openings = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
     observations = list(openings)
     rewards: list[list[float]] = [[] for _ in envs]
-    turn = [0] * len(envs)
     finished: dict[int, Conversation] = {}
     first = envs[0].unwrapped
     processors = sampling.processors(first.vocab_size, first.action_masks())
+    draw = dict(eos_id=first.end_of_turn_id, processors=processors, generator=generator)
+    turn = [0] * len(envs)
+    rows = list(range(len(envs)))  # the env of each row the sampler continues (finished ones too, for a while)
+    session = sampler.session(*_stacked(openings)) if hasattr(sampler, "session") else None
     while len(finished) < len(envs):
-        running = [i for i in range(len(envs)) if i not in finished]
-        ids = np.stack([observations[i]["input_ids"] for i in running])
-        mask = np.stack([observations[i]["attention_mask"] for i in running])
-        start = int(mask.any(0).nonzero()[0][0])  # the columns every row pads
-        turns = sampler.sample(torch.from_numpy(ids[:, start:]), torch.from_numpy(mask[:, start:]),
-                               first.max_turn_tokens, eos_id=first.end_of_turn_id, processors=processors,
-                               generator=generator)
-        for row, i in enumerate(running):
-            for token in turns.tokens[row, : int(turns.lengths[row])].tolist():
+        rows = [i for i in rows if session is not None or i not in finished]
+        turns = (session.sample(first.max_turn_tokens, **draw) if session is not None
+                 else sampler.sample(*_stacked([observations[i] for i in rows]), first.max_turn_tokens, **draw))
+        for row, i in enumerate(rows):
+            if i in finished:
+                continue
+            sampled = turns.tokens[row, : int(turns.lengths[row])].tolist()
+            for taken, token in enumerate(sampled, 1):
                 observations[i], reward, terminated, truncated, info = envs[i].step(token)
                 rewards[i].append(float(reward))
                 if terminated or truncated:
@@ -280,7 +342,30 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
                 if info["turn"] != turn[i]:  # the turn ended; the reply is in the observation
                     turn[i] = info["turn"]
                     break
+            if i not in finished and taken != len(sampled):  # the session's cache holds the whole sampled turn
+                raise RuntimeError(f"env {i} ended a turn after {taken} of its {len(sampled)} sampled tokens; "
+                                   "its end-of-turn token and max_turn_tokens must be envs[0]'s")
+        if session is not None and len(finished) < len(envs):
+            # Dropping rows copies the cache: do it once half of them are finished, not every turn.
+            if 2 * sum(i in finished for i in rows) >= len(rows):
+                session.keep([row for row, i in enumerate(rows) if i not in finished])
+                rows = [i for i in rows if i not in finished]
+            session.append([[0] if i in finished else _reply(observations[i]) for i in rows])  # 0: filler
     return [finished[i] for i in range(len(envs))]
+
+
+def _stacked(observations: list[dict[str, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``observations`` as left-padded (ids, mask), without the columns every row pads."""
+    ids = np.stack([o["input_ids"] for o in observations])
+    mask = np.stack([o["attention_mask"] for o in observations])
+    start = int(mask.any(0).nonzero()[0][0])
+    return torch.from_numpy(ids[:, start:]), torch.from_numpy(mask[:, start:])
+
+
+def _reply(observation: dict[str, np.ndarray]) -> list[int]:
+    """The tokens the env appended after the policy's last token: the other side's reply."""
+    last = int(np.flatnonzero(observation["policy_mask"])[-1])
+    return observation["input_ids"][last + 1 :].tolist()
 
 
 def first_conversations(sampler: Sampler, envs: list, seed: int, sampling: Sampling = Sampling()) -> list[dict]:

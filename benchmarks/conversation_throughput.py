@@ -1,0 +1,74 @@
+"""Conversation throughput: a multi-turn rollout against the single-turn rollout, on one model.
+
+With batch 64 on the embedded "tiny" model, round after round in one run, it measures the policy's
+tokens per second (the other side's tokens are not counted) of:
+
+- ``single_turn``: ``agents.trainers.rollout.Rollout`` through ``gym.make_vec("textgym/Sentiment-v0")``
+  (sparse reward), one sampled token per env per step with a KV cache;
+- ``<game>``: ``ConversationRollout`` through ``gym.make_vec("textgym/<game>-v0")`` for each
+  multi-turn game: every round the sampler writes one turn of every running conversation, then
+  each env steps through its turn and appends the other side's reply.
+
+``ratio_vs_single_turn`` per game = its tokens per second / single_turn's. Goal: >= 0.8.
+
+    python benchmarks/conversation_throughput.py [--rounds 5]
+    python benchmarks/conversation_throughput.py --quick --out /tmp   # smoke run (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import warnings
+
+import gymnasium as gym
+import torch
+
+import textgym  # noqa: F401  (registers the envs)
+from agents.trainers.rollout import rollout_for
+from common import machine, parse_args, write_json
+from textgym import CONVERSATION_NAMES
+from textgym.models import default_device, load_causal_lm
+from textgym.models.sampling import HFSampler, Sampling
+
+BATCH, SINGLE_TURN = 64, "textgym/Sentiment-v0"
+
+
+def policy_tokens_per_s(rollout, sampler, generator: torch.Generator, seed: int) -> float:
+    if generator.device.type == "cuda":
+        torch.cuda.synchronize()
+    batch = rollout.collect(sampler, [seed + i for i in range(BATCH)], generator)
+    return batch.completion_mask.sum().item() / batch.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--games", nargs="+", default=list(CONVERSATION_NAMES), choices=CONVERSATION_NAMES)
+    args = parse_args(parser, quick={"rounds": 1, "games": ["GuessNumber"]})
+    warnings.filterwarnings("ignore")
+    device = default_device()
+    sampler = HFSampler(load_causal_lm("tiny", device=device))
+    generator = torch.Generator(device).manual_seed(0)
+    env_ids = {"single_turn": SINGLE_TURN} | {game: f"textgym/{game}-v0" for game in args.games}
+    rollouts = {name: rollout_for(gym.make_vec(env_id, num_envs=BATCH), Sampling()) for name, env_id in env_ids.items()}
+    rates = {name: [] for name in rollouts}
+    for round_ in range(args.rounds + 1):  # round 0 warms up
+        for name, rollout in rollouts.items():
+            rate = policy_tokens_per_s(rollout, sampler, generator, seed=1000 * round_)
+            if round_:
+                rates[name].append(rate)
+    results = {name: {"env_id": env_ids[name], "policy_tokens_per_s": statistics.median(r), "rounds": r}
+               for name, r in rates.items()}
+    single = results["single_turn"]["policy_tokens_per_s"]
+    print(f"\n{'rollout':<14}{'policy tokens/s':>17}{'ratio':>8}  (batch {BATCH}, tiny, {device})")
+    for name, r in results.items():
+        r["ratio_vs_single_turn"] = r["policy_tokens_per_s"] / single
+        print(f"{name:<14}{r['policy_tokens_per_s']:>17.0f}{r['ratio_vs_single_turn']:>8.2f}")
+    write_json(args.out / "conversation_throughput.json", {
+        "batch": BATCH, "device": str(device), "machine": machine(), "settings": vars(args), "results": results,
+        "ratio_vs_single_turn": {game: results[game]["ratio_vs_single_turn"] for game in args.games}})
+
+
+if __name__ == "__main__":
+    main()
