@@ -420,11 +420,13 @@ def test_a_kl_below_zero_by_chance_does_not_warn(tmp_path, monkeypatch):
     """Episode KLs of mean -0.1 and spread +-3 (8 episodes): negative, but well within two standard errors."""
     trainer = Trainer(small_config(tmp_path, kl_estimator="k1"), progress=False)
     real = trainer.reference.logprobs
-    spread = torch.tensor([3.0, -3.0] * 4)
+    spread, seen = torch.tensor([3.0, -3.0] * 4), []
 
-    def noisy(ids, mask, width):
+    def noisy(ids, mask, width):  # called a minibatch of rows at a time, in order
+        rows = slice(len(seen), len(seen) + len(ids))
+        seen.extend(range(len(ids)))
         completion = mask[:, -width:].float()
-        return real(ids, mask, width) + ((0.1 + spread) / completion.sum(1))[:, None] * completion
+        return real(ids, mask, width) + ((0.1 + spread[rows]) / completion.sum(1))[:, None] * completion
 
     monkeypatch.setattr(trainer.reference, "logprobs", noisy)
     with warnings.catch_warnings():

@@ -48,7 +48,7 @@ from agents.trainers.config import TrainConfig
 from agents.trainers.core import kl_estimate, masked_mean
 from agents.trainers.kl import KLController
 from agents.trainers.metrics import MetricsLog, plot_learning_curve
-from agents.trainers.policy import Reference, TokenPolicy
+from agents.trainers.policy import Reference, TokenOutputs, TokenPolicy
 from agents.trainers.rollout import Sampling, evaluate, make_envs, reward_sources, rollout_for
 from agents.trainers.sharding import full_weights, is_sharded, shard, whole
 from textgym.models import load_tokenizer, save_pretrained_atomically
@@ -144,10 +144,8 @@ class Trainer:
         c, start = self.config, time.perf_counter()
         with full_weights(self.model):  # processes sample different numbers of tokens
             batch = self.rollout.collect(self.sampler, self._seed_iteration(), self.generator)
-        mask, width = batch.completion_mask, batch.completion_tokens
-        with torch.no_grad():
-            old = self.policy(batch.ids, batch.mask, width)
-            ref = None if self.reference is None else self.reference.logprobs(batch.ids, batch.mask, width)
+        mask = batch.completion_mask
+        old, ref = self._score(batch)
         kl = torch.zeros_like(mask) if ref is None else kl_estimate(old.logprobs, ref, c.kl_estimator) * mask
         rewards = batch.rewards - self.kl.coef * kl if self.algo.kl_in_reward else batch.rewards
         stats = self._optimize(batch, self.algo.targets(batch, old, rewards, ref))
@@ -179,6 +177,21 @@ class Trainer:
                           "estimate is off (sampling settings differ from scoring?); kl_estimator='k3' is never "
                           "negative", RuntimeWarning, stacklevel=2)
         return {"step": self.steps, "iteration": self.iteration, **row}
+
+    @torch.no_grad()
+    def _score(self, batch) -> tuple[TokenOutputs, torch.Tensor | None]:
+        """The policy's outputs and the reference's log-probs for every completion token, a minibatch
+        of rows at a time, as the update runs: a forward over the whole batch would hold every row's
+        activations at once."""
+        width = batch.completion_tokens
+        parts = []
+        for rows in torch.arange(len(batch.ids), device=batch.ids.device).split(self.config.minibatch_size):
+            ids, mask = batch.ids[rows], batch.mask[rows]
+            ref = None if self.reference is None else self.reference.logprobs(ids, mask, width)
+            parts.append((self.policy(ids, mask, width), ref))
+        olds, refs = zip(*parts)
+        old = TokenOutputs(*(None if olds[0][i] is None else torch.cat([o[i] for o in olds]) for i in range(3)))
+        return old, None if refs[0] is None else torch.cat(refs)
 
     def _optimize(self, batch, targets: dict[str, torch.Tensor]) -> dict[str, float]:
         c, stats = self.config, defaultdict(list)
