@@ -9,7 +9,8 @@ tokens per second (the other side's tokens are not counted) of:
   multi-turn game: every round the sampler writes one turn of every running conversation, then
   each env steps through its turn and appends the other side's reply.
 
-``ratio_vs_single_turn`` per game = its tokens per second / single_turn's. Goal: >= 0.8.
+``ratio_vs_single_turn`` per game = its policy tokens per second / single_turn's. Goal: >= 0.8.
+``all_tokens_per_s`` also counts the other side's tokens, which the model must read as well.
 
     python benchmarks/conversation_throughput.py [--rounds 5]
     python benchmarks/conversation_throughput.py --quick --out /tmp   # smoke run (CI)
@@ -34,11 +35,13 @@ from textgym.models.sampling import HFSampler, Sampling
 BATCH, SINGLE_TURN = 64, "textgym/Sentiment-v0"
 
 
-def policy_tokens_per_s(rollout, sampler, generator: torch.Generator, seed: int) -> float:
+def tokens_per_s(rollout, sampler, generator: torch.Generator, seed: int) -> tuple[float, float]:
+    """The policy's tokens per second, and all tokens after the prompts (the other side's too)."""
     if generator.device.type == "cuda":
         torch.cuda.synchronize()
     batch = rollout.collect(sampler, [seed + i for i in range(BATCH)], generator)
-    return batch.completion_mask.sum().item() / batch.seconds
+    written = batch.mask[:, -batch.completion_tokens :].sum().item()
+    return batch.completion_mask.sum().item() / batch.seconds, written / batch.seconds
 
 
 def main() -> None:
@@ -55,16 +58,17 @@ def main() -> None:
     rates = {name: [] for name in rollouts}
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for name, rollout in rollouts.items():
-            rate = policy_tokens_per_s(rollout, sampler, generator, seed=1000 * round_)
+            rate = tokens_per_s(rollout, sampler, generator, seed=1000 * round_)
             if round_:
                 rates[name].append(rate)
-    results = {name: {"env_id": env_ids[name], "policy_tokens_per_s": statistics.median(r), "rounds": r}
+    results = {name: {"env_id": env_ids[name], "policy_tokens_per_s": statistics.median(p for p, _ in r),
+                      "all_tokens_per_s": statistics.median(a for _, a in r), "rounds": r}
                for name, r in rates.items()}
     single = results["single_turn"]["policy_tokens_per_s"]
-    print(f"\n{'rollout':<14}{'policy tokens/s':>17}{'ratio':>8}  (batch {BATCH}, tiny, {device})")
+    print(f"\n{'rollout':<14}{'policy tokens/s':>17}{'ratio':>8}{'all tokens/s':>14}  (batch {BATCH}, tiny, {device})")
     for name, r in results.items():
         r["ratio_vs_single_turn"] = r["policy_tokens_per_s"] / single
-        print(f"{name:<14}{r['policy_tokens_per_s']:>17.0f}{r['ratio_vs_single_turn']:>8.2f}")
+        print(f"{name:<14}{r['policy_tokens_per_s']:>17.0f}{r['ratio_vs_single_turn']:>8.2f}{r['all_tokens_per_s']:>14.0f}")
     write_json(args.out / "conversation_throughput.json", {
         "batch": BATCH, "device": str(device), "machine": machine(), "settings": vars(args), "results": results,
         "ratio_vs_single_turn": {game: results[game]["ratio_vs_single_turn"] for game in args.games}})
