@@ -40,6 +40,13 @@ def test_a_conversation_rollout_keeps_replies_as_context_and_each_turn_score_on_
         assert batch.prompts[i].startswith("<|system|>") and "<|user|>" in batch.completions[i]
 
 
+def test_a_conversation_env_in_another_vector_env_is_a_clear_error():
+    envs = gym.make_vec("textgym/GuessNumber-v0", num_envs=2, vectorization_mode="async")
+    with pytest.raises(ValueError, match="single envs of a SyncVectorEnv, got AsyncVectorEnv"):
+        rollout_for(envs, Sampling())
+    envs.close()
+
+
 def test_gae_skips_the_tokens_outside_the_mask_as_if_they_were_not_there():
     generator = torch.Generator().manual_seed(0)
     rewards, values = torch.randn(3, 9, generator=generator), torch.randn(3, 9, generator=generator)

@@ -202,6 +202,9 @@ class ConversationRollout:
     """
 
     def __init__(self, envs, sampling: Sampling):
+        if not isinstance(envs.unwrapped, gym.vector.SyncVectorEnv):
+            raise ValueError(f"conversations are played through the single envs of a SyncVectorEnv, got "
+                             f"{type(envs.unwrapped).__name__}; drop vectorization_mode from the env kwargs")
         self.envs, self.sampling = envs.unwrapped.envs, sampling
         first = self.envs[0].unwrapped
         self.pad_id, self.tokenizer, self.length = first.pad_id, first.tokenizer, first.length
