@@ -36,9 +36,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from textgym import CONVERSATION_NAMES
 from textgym.models.sampling import HFSampler, Sampler, Sampling, env_prompts, play_conversations, sample_for
 from textgym.rewards import ImplicitConfig, PotentialConfig, implicit, potential, train_implicit_reward, train_potential
-from textgym import CONVERSATION_NAMES
 from textgym.tasks import TASKS, TRAINED_SOURCES
 
 

@@ -4,9 +4,9 @@ across processes (``TrainConfig.fsdp``), on GPUs over NCCL or on CPUs over gloo.
 Each transformer block (the classes in the LM's ``_no_split_modules``), then the LM, and the value
 head on its own, go through ``torch.distributed.fsdp.fully_shard``. The LM is a root because the
 sampler runs it without the policy around it (and FSDP wants a root's forward to come first).
-Training forwards and backwards gather and scatter the weights block by block, in the same order on every process. Sampling is not so: each
-process's envs end after their own number of tokens, so a rollout's forward passes differ in
-number between processes. ``full_weights`` therefore gathers every block once, on every process,
+Training forwards and backwards gather and scatter the weights block by block, in the same order
+on every process. Sampling is not so: each process's envs end after their own number of tokens,
+so a rollout's forward passes differ in number between processes. ``full_weights`` therefore gathers every block once, on every process,
 before a rollout (and before the main process alone samples or saves), and frees them after.
 
 A checkpoint holds whole tensors: ``agents.trainers.checkpoint`` gathers them with ``FULL`` and

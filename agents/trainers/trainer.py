@@ -190,7 +190,7 @@ class Trainer:
             ref = None if self.reference is None else self.reference.logprobs(ids, mask, width)
             parts.append((self.policy(ids, mask, width), ref))
         olds, refs = zip(*parts)
-        old = TokenOutputs(*(None if olds[0][i] is None else torch.cat([o[i] for o in olds]) for i in range(3)))
+        old = TokenOutputs(*(None if part[0] is None else torch.cat(part) for part in zip(*olds)))  # values may be None
         return old, None if refs[0] is None else torch.cat(refs)
 
     def _optimize(self, batch, targets: dict[str, torch.Tensor]) -> dict[str, float]:

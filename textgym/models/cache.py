@@ -91,31 +91,27 @@ class PreallocatedLayer(DynamicLayer):
         if end > self.capacity:
             if not self.grows:
                 raise ValueError(f"preallocated_cache({self.capacity}) cannot hold {end} positions")
-            self._resize(max(end, 2 * self.capacity))
+            self._reallocate(slice(None), max(end, 2 * self.capacity))
         self.key_buffer[:, :, start:end] = key_states
         self.value_buffer[:, :, start:end] = value_states
         self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
         return self.keys, self.values
 
 
-    def _resize(self, capacity: int) -> None:
+    def _reallocate(self, rows: slice | torch.Tensor, capacity: int) -> None:
+        """New buffers of ``capacity`` positions holding the filled columns of ``rows``."""
         filled = self.get_seq_length()
         for name in ("key_buffer", "value_buffer"):
-            old = getattr(self, name)
-            new = old.new_empty(*old.shape[:2], capacity, old.shape[-1])
-            new[:, :, :filled] = old[:, :, :filled]
-            setattr(self, name, new)
+            kept = getattr(self, name)[rows, :, :filled]
+            buffer = kept.new_empty(kept.shape[0], kept.shape[1], capacity, kept.shape[3])
+            buffer[:, :, :filled] = kept
+            setattr(self, name, buffer)
         self.capacity = capacity
+        self.keys, self.values = self.key_buffer[:, :, :filled], self.value_buffer[:, :, :filled]
 
     def select_rows(self, rows: torch.Tensor) -> None:
         if self.is_initialized:
-            filled = self.get_seq_length()
-            for name in ("key_buffer", "value_buffer"):  # copy the filled columns only
-                old = getattr(self, name)
-                new = old.new_empty(len(rows), *old.shape[1:])
-                new[:, :, :filled] = old[rows, :, :filled]
-                setattr(self, name, new)
-            self.keys, self.values = self.key_buffer[:, :, :filled], self.value_buffer[:, :, :filled]
+            self._reallocate(rows, self.capacity)
 
 
 def preallocated_cache(capacity: int, grows: bool = False) -> Cache:

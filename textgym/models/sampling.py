@@ -325,8 +325,7 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
     turn = [0] * len(envs)
     rows = list(range(len(envs)))  # the env of each row the sampler continues (finished ones too, for a while)
     session = sampler.session(*_stacked(openings)) if hasattr(sampler, "session") else None
-    while len(finished) < len(envs):
-        rows = [i for i in rows if session is not None or i not in finished]
+    while rows:
         turns = (session.sample(first.max_turn_tokens, **draw) if session is not None
                  else sampler.sample(*_stacked([observations[i] for i in rows]), first.max_turn_tokens, **draw))
         for row, i in enumerate(rows):
@@ -345,11 +344,13 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
             if i not in finished and taken != len(sampled):  # the session's cache holds the whole sampled turn
                 raise RuntimeError(f"env {i} ended a turn after {taken} of its {len(sampled)} sampled tokens; "
                                    "its end-of-turn token and max_turn_tokens must be envs[0]'s")
-        if session is not None and len(finished) < len(envs):
-            # Dropping rows copies the cache: do it once half of them are finished, not every turn.
-            if 2 * sum(i in finished for i in rows) >= len(rows):
-                session.keep([row for row, i in enumerate(rows) if i not in finished])
-                rows = [i for i in rows if i not in finished]
+        # Dropping a session's rows copies its cache: do it once half of them are finished, not every turn.
+        if session is None or 2 * sum(i in finished for i in rows) >= len(rows):
+            alive = [row for row, i in enumerate(rows) if i not in finished]
+            if session is not None and alive:
+                session.keep(alive)
+            rows = [rows[row] for row in alive]
+        if session is not None and rows:
             session.append([[0] if i in finished else _reply(observations[i]) for i in rows])  # 0: filler
     return [finished[i] for i in range(len(envs))]
 
