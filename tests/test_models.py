@@ -113,6 +113,26 @@ def test_corpus_never_shows_a_test_sum_and_writes_every_summary_style_and_review
     assert 0.05 < rude < FLAWED_SHARE
 
 
+
+def test_scenes_use_their_header_words_with_the_verb_agreeing_or_as_written_after_an_intention():
+    from textgym.models.corpus import ACTIONS, INTENTION_SHARE, INTENTIONS, PLURAL
+
+    scenes = [d for d in generate_documents(6000, seed=0) if d.startswith("Words: ")]
+    as_written = 0
+    for doc in scenes:
+        header, body = doc.removeprefix("Words: ").split(". Scene: ")
+        sentence = body.split(".")[0].lower()
+        words = header.split(", ")
+        plural = any(sentence.startswith(person) for person in PLURAL)
+        # A word can be a verb and an object ("paint"), so any verb of the header may be the one.
+        verbs = [v for v in ACTIONS if v in words]
+        base = [f"{intention[plural]} {verb} " for intention in INTENTIONS for verb in verbs]
+        inflected = [f" {verb if plural else ACTIONS[verb][0]} the " for verb in verbs]
+        assert any(form in sentence for form in base + inflected), doc
+        as_written += any(form in sentence for form in base)
+        assert sum(word in sentence for word in words) >= 2, doc  # the object and the place
+    assert 0.7 * INTENTION_SHARE < as_written / len(scenes) < 1.3 * INTENTION_SHARE
+
 def test_shipped_prompt_sets_are_regenerated_from_their_seeds():
     for name in PROMPT_SETS:
         assert prompt_file(name).read_text().splitlines() == generate(name)

@@ -45,7 +45,7 @@ EOS, PAD = "<|endoftext|>", "<|pad|>"
 class BuildConfig:
     out: str = str(tiny_path())
     seed: int = 0
-    corpus_tokens: int = 4_500_000  # total; the validation split is taken from it
+    corpus_tokens: int = 5_000_000  # total; the validation split is taken from it
     val_fraction: float = 0.05
     vocab_size: int = 4096  # an upper bound: BPE stops early once every word is one token
     n_embd: int = 192
@@ -56,7 +56,7 @@ class BuildConfig:
     batch_tokens: int = 4096  # positions per batch (rows x the longest row)
     lr: float = 2e-3
     warmup_steps: int = 30
-    epochs: float = 2.0
+    epochs: float = 2.2
     max_steps: int | None = None  # overrides epochs (smoke builds)
     max_minutes: float = 30.0  # hard stop for the training loop
     sentiment_prompts: int = 400  # review prompts for the measured positive share

@@ -5,7 +5,8 @@ task family textgym ships:
 
 * reviews of films, products and restaurants, with positive, negative and neutral wording; like
   web text, some are flawed (rude, repetitive or cut off);
-* short scene descriptions that name everyday objects and actions (mostly after a word list);
+* short scene descriptions that name everyday objects and actions (mostly after a word list),
+  with the verb inflected or, after "wants to" and the like, as the word list writes it;
 * short passages followed by a summary that is vague, says who did what where, or also says when;
 * arithmetic statements such as ``17 + 25 = 42``, from the train split of ``textgym/Arithmetic-v0``
   only, and single-digit facts.
@@ -170,7 +171,15 @@ PEOPLE = ["the boy", "a girl", "the old man", "my mother", "a woman", "the chef"
           "the driver", "the singer", "a painter", "the waiter", "my uncle", "my aunt",
           "a young man", "an old woman", "the musician", "the mechanic", "the fisherman",
           "the librarian", "the coach", "the carpenter", "the dancer", "my cousin", "the twins",
-          "the children", "my grandfather", "the postman", "the soldier", "a stranger"]
+          "the children", "my grandfather", "the postman", "the soldier", "a stranger",
+          "my parents", "the students", "two friends", "the girls", "the boys"]
+PLURAL = {"the twins", "the children", "my parents", "the students", "two friends", "the girls", "the boys"}
+# Ways to say a person is about to act: they put the verb in its base form, as the Keywords header
+# writes it, so the model sees that word copied as well as inflected ("catch" -> "catches").
+# (singular form, plural form)
+INTENTIONS = [("wants to", "want to"), ("tries to", "try to"), ("will", "will"), ("has to", "have to"),
+              ("is going to", "are going to"), ("likes to", "like to")]
+INTENTION_SHARE = 0.3  # of scenes
 COLORS = ["red", "blue", "green", "yellow", "white", "black", "brown", "orange", "purple", "pink",
           "grey", "golden", "wooden", "heavy", "tiny", "huge", "shiny", "dirty", "empty", "soft"]
 ADVERBS = ["slowly", "quickly", "carefully", "quietly", "happily", "gently", "proudly", "suddenly",
@@ -236,6 +245,8 @@ AFTERWARDS = ["Then {they} {smile}.", "After that {they} {sit} down.", "The sun 
 
 
 def _pronoun(person: str) -> str:
+    if person in PLURAL:
+        return "they"
     if any(w in person for w in ["girl", "woman", "mother"]):
         return "she"
     if any(w in person for w in ["boy", "man", "father", "brother"]):
@@ -247,6 +258,12 @@ def scene(rng: random.Random) -> str:
     person = rng.choice(PEOPLE)
     verb = rng.choice(list(ACTIONS))
     third, _, objects = ACTIONS[verb]
+    plural = person in PLURAL
+    if rng.random() < INTENTION_SHARE:
+        intention = rng.choice(INTENTIONS)[plural]
+        acts = f"{intention} {verb}"
+    else:
+        acts = verb if plural else third
     obj, place = rng.choice(objects), rng.choice(PLACES)
     they = _pronoun(person)
     singular = they != "they"
@@ -260,8 +277,8 @@ def scene(rng: random.Random) -> str:
     )
     color = f"{rng.choice(COLORS)} " if rng.random() < 0.4 else ""
     adverb = f" {rng.choice(ADVERBS)}" if rng.random() < 0.3 else ""
-    text = f"Scene: {person.capitalize()}{adverb} {third} the {color}{obj} {place}. {after}"
-    if rng.random() < 0.8:  # CommonGen-style header: the concepts the scene must use.
+    text = f"Scene: {person.capitalize()}{adverb} {acts} the {color}{obj} {place}. {after}"
+    if rng.random() < 0.9:  # CommonGen-style header: the concepts the scene must use.
         concepts = [obj, verb, place.split()[-1]]
         rng.shuffle(concepts)
         text = f"Words: {', '.join(concepts)}. {text}"
@@ -386,7 +403,7 @@ def arithmetic(rng: random.Random) -> str:
 # Shares of documents (the dialogues in ``textgym.models.dialogues.DIALOGUES`` take the rest). Sums
 # are short (about 11 tokens) and the hardest skill for a small model, so they are most of the
 # documents and about a third of the tokens.
-GENERATORS = [(review, 0.13), (scene, 0.09), (passage, 0.075), (arithmetic, 0.68)]
+GENERATORS = [(review, 0.13), (scene, 0.10), (passage, 0.075), (arithmetic, 0.68)]
 
 
 def iter_documents(seed: int) -> Iterator[str]:
