@@ -7,7 +7,8 @@ reward mode of ``MODES``, over several seeds: ``"sparse"`` (the task score at th
 ``"learned"`` (shaped with a learned potential), ``"implicit"`` (PRIME's implicit token reward) and,
 on reward-model tasks, ``"attention"`` (the score spread by the reward model's attention).
 Everything else is equal, including the KL penalty to the base model. The two trained sources are
-fitted once per task, before any run, to rollouts of the base model (``--sources`` caches them);
+fitted once per task, before any run, to rollouts of the base model (``--sources`` caches them
+until the model's tokenizer changes);
 their rollout tokens and minutes are reported, since they are a one-time cost the runs share.
 
 Reported per task, algorithm and mode (mean ± std over seeds):
@@ -75,11 +76,16 @@ def train_sources(task: str, root: Path, quick: bool) -> dict:
     their directories, rollout tokens, training minutes and fit reports."""
     quiet_worker()
     from agents.trainers.rollout import SOURCE_TRAINERS
+    from textgym.models import load_tokenizer
+    from textgym.rewards.rollouts import tokenizer_fingerprint
+
+    def cached(file: Path) -> bool:  # a source cached before a rebuild of the model is stale
+        return file.is_file() and json.loads(file.read_text())["tokenizer"] == tokenizer_fingerprint(load_tokenizer("tiny"))
 
     sources = {}
     for name, (train, settings, record) in SOURCE_TRAINERS.items():
         path = root / task / name
-        if not (path / record).is_file():
+        if not cached(path / record):
             start = time.perf_counter()
             config = settings(device="cpu", **QUICK_SOURCES if quick else {})
             trained = train(TASKS[task].env_id, config, reward_mode="sparse")
