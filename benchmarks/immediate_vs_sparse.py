@@ -79,13 +79,11 @@ def train_sources(task: str, root: Path, quick: bool) -> dict:
     from textgym.models import load_tokenizer
     from textgym.rewards.rollouts import tokenizer_fingerprint
 
-    def cached(file: Path) -> bool:  # a source cached before a rebuild of the model is stale
-        return file.is_file() and json.loads(file.read_text())["tokenizer"] == tokenizer_fingerprint(load_tokenizer("tiny"))
-
+    fingerprint = tokenizer_fingerprint(load_tokenizer("tiny"))  # a source cached before a model rebuild is stale
     sources = {}
     for name, (train, settings, record) in SOURCE_TRAINERS.items():
         path = root / task / name
-        if not cached(path / record):
+        if not ((path / record).is_file() and json.loads((path / record).read_text())["tokenizer"] == fingerprint):
             start = time.perf_counter()
             config = settings(device="cpu", **QUICK_SOURCES if quick else {})
             trained = train(TASKS[task].env_id, config, reward_mode="sparse")

@@ -113,7 +113,6 @@ def test_corpus_never_shows_a_test_sum_and_writes_every_summary_style_and_review
     assert 0.05 < rude < FLAWED_SHARE
 
 
-
 def test_scenes_use_their_header_words_with_the_verb_agreeing_or_as_written_after_an_intention():
     from textgym.models.corpus import ACTIONS, INTENTION_SHARE, INTENTIONS, PLURAL
 
@@ -132,6 +131,7 @@ def test_scenes_use_their_header_words_with_the_verb_agreeing_or_as_written_afte
         as_written += any(form in sentence for form in base)
         assert sum(word in sentence for word in words) >= 2, doc  # the object and the place
     assert 0.7 * INTENTION_SHARE < as_written / len(scenes) < 1.3 * INTENTION_SHARE
+
 
 def test_shipped_prompt_sets_are_regenerated_from_their_seeds():
     for name in PROMPT_SETS:

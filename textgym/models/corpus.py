@@ -260,8 +260,7 @@ def scene(rng: random.Random) -> str:
     third, _, objects = ACTIONS[verb]
     plural = person in PLURAL
     if rng.random() < INTENTION_SHARE:
-        intention = rng.choice(INTENTIONS)[plural]
-        acts = f"{intention} {verb}"
+        acts = f"{rng.choice(INTENTIONS)[plural]} {verb}"
     else:
         acts = verb if plural else third
     obj, place = rng.choice(objects), rng.choice(PLACES)
