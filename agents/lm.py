@@ -90,7 +90,7 @@ def hidden_states(lm: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch
     """The LM's last hidden states (B, L, H) of left-padded rows, without running its head: the
     head's logits are what ``chunked_logprobs`` computes a chunk at a time."""
     out = lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask), output_hidden_states=True,
-             logits_to_keep=NO_LOGITS)
+             logits_to_keep=NO_LOGITS, use_cache=False)  # a whole sequence: no cache to keep
     return out.hidden_states[-1]
 
 

@@ -550,3 +550,20 @@ def test_chunked_logprobs_match_the_full_logits_and_their_gradients(monkeypatch)
     scale = expected_grad.abs().max().item()
     grad = policy.lm.get_output_embeddings().weight.grad
     torch.testing.assert_close(grad, expected_grad, atol=2e-6 * scale, rtol=1e-4)
+
+
+def test_gradient_checkpointing_recomputes_the_layers_and_trains_the_same_weights(tmp_path):
+    """Checkpointed layers run again in the backward pass; sampling keeps its KV cache (no grad there)
+    and an iteration's weights are those of a run that keeps the activations."""
+    runs = {flag: Trainer(small_config(tmp_path / str(flag), gradient_checkpointing=flag), progress=False)
+            for flag in (False, True)}
+    attention_calls = {flag: 0 for flag in runs}
+    for flag, trainer in runs.items():
+        def count(*_, flag=flag):
+            attention_calls[flag] += 1
+        trainer.policy.lm.transformer.h[0].attn.register_forward_hook(count)
+        trainer.iterate()
+    assert attention_calls[True] > attention_calls[False]
+    plain, checkpointed = (runs[flag].policy.state_dict() for flag in (False, True))
+    for name, weight in plain.items():
+        torch.testing.assert_close(checkpointed[name], weight, atol=1e-5, rtol=1e-4, msg=name)

@@ -50,6 +50,8 @@ class TrainConfig:
     device: str | None = knob(None, "'cpu' or 'cuda'; unset: CUDA when present, else CPU")
     fsdp: bool = knob(False, "shard the weights, gradients and optimizer state across processes (FSDP2); "
                              "full fine-tuning only")
+    gradient_checkpointing: bool = knob(False, "recompute each layer's activations in the backward pass instead of "
+                                               "keeping them: less memory, about a third more compute")
     reward_mode: str = knob("immediate", f"task envs: one of {', '.join(REWARD_MODES)} (sparse: the score at the end)")
     potential: str | None = knob(None, "reward_mode learned: a `textgym potential` dir; unset: one is trained "
                                        "into OUT/potential first")

@@ -18,8 +18,8 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -56,23 +56,41 @@ def completion_logprobs(lm: nn.Module, hidden: torch.Tensor, tokens: torch.Tenso
     return logprobs.view(batch, steps), entropy.view(batch, steps)
 
 
+@contextmanager
+def train_mode(lm: nn.Module) -> Iterator[None]:
+    """``lm`` in train mode, where HF's layers checkpoint; back in eval mode after, where they do
+    not (transformers 5.0 would drop the KV cache of sampling in train mode, even without grad).
+    Nothing else changes: ``load_trunk`` turned dropout off."""
+    lm.train()
+    try:
+        yield
+    finally:
+        lm.eval()
+
+
 class TokenPolicy(nn.Module):
     """A causal LM actor, with a value head on its last hidden state when ``with_value``."""
 
     def __init__(self, lm: nn.Module, vocab: int, with_value: bool, temperature: float = 1.0,
-                 allowed: torch.Tensor | None = None):
+                 allowed: torch.Tensor | None = None, gradient_checkpointing: bool = False):
         super().__init__()
         self.lm, self.vocab, self.temperature = lm, vocab, temperature
+        self.gradient_checkpointing = gradient_checkpointing
         self.allowed = allowed  # the env's action mask: what it forbids gets probability 0, as when sampling
         self.value_head = value_head(lm.config.hidden_size) if with_value else None  # peft forwards .config
 
     @classmethod
     def load(cls, model: str, with_value: bool, lora: dict | None = None, temperature: float = 1.0,
-             dtype: torch.dtype | None = None, allowed: torch.Tensor | None = None) -> TokenPolicy:
+             dtype: torch.dtype | None = None, allowed: torch.Tensor | None = None,
+             gradient_checkpointing: bool = False) -> TokenPolicy:
         lm, tokenizer = load_trunk(model, dtype=dtype)
         if lora is not None:
             lm = apply_lora(lm, lora)
-        return cls(lm, len(tokenizer), with_value, temperature, allowed)
+        if gradient_checkpointing:
+            # Newer transformers deprecate the old name; 5.0 has only it.
+            enable = getattr(lm, "activation_checkpointing_enable", lm.gradient_checkpointing_enable)
+            enable({"use_reentrant": False})
+        return cls(lm, len(tokenizer), with_value, temperature, allowed, gradient_checkpointing)
 
     def action_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return action_logits(logits, self.vocab, self.temperature, self.allowed)
@@ -82,7 +100,8 @@ class TokenPolicy(nn.Module):
         return hasattr(self.lm, "disable_adapter")
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int) -> TokenOutputs:
-        hidden = completion_hidden(self.lm, ids, mask, completion_tokens)
+        with train_mode(self.lm) if self.gradient_checkpointing else nullcontext():
+            hidden = completion_hidden(self.lm, ids, mask, completion_tokens)
         logprobs, entropy = completion_logprobs(self.lm, hidden, ids[:, -completion_tokens:], self.action_logits)
         values = None if self.value_head is None else self.value_head(hidden.float()).squeeze(-1)
         return TokenOutputs(logprobs, values, entropy)

@@ -85,7 +85,8 @@ class Trainer:
 
         lora = {"r": c.lora_rank, "lora_alpha": c.lora_alpha, "lora_dropout": 0.0} if c.lora else None
         policy = TokenPolicy.load(c.model, with_value=self.algo.uses_values, lora=lora,
-                                  temperature=c.temperature, allowed=self.rollout.allowed).to(self.accelerator.device)
+                                  temperature=c.temperature, allowed=self.rollout.allowed,
+                                  gradient_checkpointing=c.gradient_checkpointing).to(self.accelerator.device)
         if policy.vocab != len(self.rollout.tokenizer):
             raise ValueError(f"model {c.model!r} has a {policy.vocab}-token vocabulary but {c.env_id} acts over "
                              f"Discrete({len(self.rollout.tokenizer)}); pass the env's tokenizer's model")
