@@ -10,7 +10,8 @@ shown for scale. Goal: LoRA + KL <= 1.15 x LoRA without a reference.
 
 Then our GRPO against TRL's ``GRPOTrainer`` (``vs_trl.py``'s two setups) on one generation of 64
 completions of 128 tokens from the same random GPT-2-small-shaped model, one pass over it in
-minibatches of 16, full fine-tuning with the KL to a frozen reference on both sides. Goal: our peak
+minibatches of 16, full fine-tuning with the KL to a frozen reference and activation checkpointing
+(TRL's default) on both sides. Goal: our peak
 <= 0.6 x TRL's (``peak_memory_ratio_vs_trl``). On CPU, glibc's allocator keeps freed heap memory
 (its mmap threshold rises as large blocks are freed), so peak RSS counts memory no tensor holds;
 both sides run again with ``MALLOC_MMAP_THRESHOLD_=131072`` (large blocks always mmapped, so
@@ -44,8 +45,9 @@ CONTENDERS = {
 AGAINST_TRL = {"textgym_grpo": lambda model, shape: train_textgym("grpo", model, 1, 0, shape),
                "trl_grpo": lambda model, shape: train_trl(model, 1, 0, shape)}
 FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # glibc: no dynamic threshold, large blocks go back when freed
-TRL_SHAPE, QUICK_TRL_SHAPE = Shape(completions=64, new_tokens=128, epochs=1), Shape(completions=8, new_tokens=8,
-                                                                                    minibatch=4, epochs=1)
+# Activation checkpointing on both sides: TRL's default, and what a user short of memory turns on.
+TRL_SHAPE = Shape(completions=64, new_tokens=128, epochs=1, gradient_checkpointing=True)
+QUICK_TRL_SHAPE = Shape(completions=8, new_tokens=8, minibatch=4, epochs=1, gradient_checkpointing=True)
 
 
 def run_one(model: str, name: str, iterations: int, num_envs: int, quick: bool) -> dict:

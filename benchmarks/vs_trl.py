@@ -15,6 +15,7 @@ prompts with its VADER reward, for the same number of optimizer steps:
 | optimiser | fused AdamW, lr 3e-5 constant, weight decay 0.01, clip 1.0 | the same (HF's default ``adamw_torch_fused``) |
 | sampling | temperature 1, no top-k/top-p | the same |
 | dropout | off (eval mode) | ``disable_dropout=True`` |
+| activation checkpointing | off (``gradient_checkpointing``) | off (``gradient_checkpointing``; TRL's default is on) |
 | model | the saved directory (its config: the fused tanh GELU) | the same directory |
 
 What cannot be matched: TRL's rewards are per sequence, so ours runs with ``reward_mode="sparse"``
@@ -75,6 +76,8 @@ class Shape:
     new_tokens: int = NEW_TOKENS
     minibatch: int = MINIBATCH
     epochs: int = EPOCHS
+    # TRL turns it on by default (GRPOConfig), HF's Trainer and ours do not: say it on both sides.
+    gradient_checkpointing: bool = False
 LR, KL_COEF = 3e-5, 0.05
 WEIGHT_DECAY = 0.01  # torch AdamW's default, which our trainer uses; TRL's default is 0
 CONTENDERS = ("textgym-grpo", "textgym-ppo", "trl-grpo")
@@ -94,7 +97,7 @@ def train_textgym(algo: str, model_dir: str, generations: int, seed: int, shape:
                          env_kwargs={"tokenizer": model_dir, "max_new_tokens": shape.new_tokens},
                          reward_mode="sparse", num_envs=shape.completions, group_size=GROUP,
                          minibatch_size=shape.minibatch, epochs=shape.epochs, lr=LR, kl_coef=KL_COEF, seed=seed,
-                         steps=10**12, out=tempfile.mkdtemp())
+                         gradient_checkpointing=shape.gradient_checkpointing, steps=10**12, out=tempfile.mkdtemp())
     trainer = Trainer(config, progress=False)
     updates = []
     trainer.optimizer.optimizer.register_step_post_hook(lambda *_: updates.append(1))
@@ -125,7 +128,8 @@ def train_trl(model_dir: str, generations: int, seed: int, shape: Shape = Shape(
         lr_scheduler_type="constant", weight_decay=WEIGHT_DECAY, max_grad_norm=1.0, beta=KL_COEF, epsilon=0.2,
         loss_type="bnpo", scale_rewards="group", temperature=1.0, top_k=0, top_p=1.0, disable_dropout=True,
         use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=seed, report_to="none",
-        save_strategy="no", logging_steps=shape.epochs * shape.completions // shape.minibatch)
+        gradient_checkpointing=shape.gradient_checkpointing, save_strategy="no",
+        logging_steps=shape.epochs * shape.completions // shape.minibatch)
     prompts, _ = data.sentiment("train")
     trainer = GRPOTrainer(model=model_dir, reward_funcs=reward, args=args,
                           train_dataset=Dataset.from_dict({"prompt": list(prompts)}))
