@@ -78,6 +78,8 @@ class Shape:
     epochs: int = EPOCHS
     # TRL turns it on by default (GRPOConfig), HF's Trainer and ours do not: say it on both sides.
     gradient_checkpointing: bool = False
+
+
 LR, KL_COEF = 3e-5, 0.05
 WEIGHT_DECAY = 0.01  # torch AdamW's default, which our trainer uses; TRL's default is 0
 CONTENDERS = ("textgym-grpo", "textgym-ppo", "trl-grpo")
