@@ -13,8 +13,9 @@ completions of 128 tokens from the same random GPT-2-small-shaped model, one pas
 minibatches of 16, full fine-tuning with the KL to a frozen reference and activation checkpointing
 (TRL's default) on both sides. Goal: our peak <= 0.6 x TRL's (``peak_memory_ratio_vs_trl``). On
 CPU, glibc's allocator keeps freed heap memory (its mmap threshold rises as large blocks are freed),
-so peak RSS counts memory no tensor holds; both sides run again with ``MALLOC_MMAP_THRESHOLD_=131072`` (large blocks always mmapped, so
-returned when freed), a reading nearer to live tensor memory: ``peak_memory_ratio_vs_trl_fixed_mmap``.
+so peak RSS counts memory no tensor holds; both sides run again with
+``MALLOC_MMAP_THRESHOLD_=131072`` (large blocks always mmapped, so returned when freed), a reading
+nearer to live tensor memory: ``peak_memory_ratio_vs_trl_fixed_mmap``.
 
     python benchmarks/trainer_memory.py [--iterations 2] [--num-envs 16]
     python benchmarks/trainer_memory.py --quick --out /tmp   # smoke run (CI)
