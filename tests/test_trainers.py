@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 import textgym  # noqa: F401
 from agents.trainers import TrainConfig, Trainer, TrainingDiverged
 from agents.trainers.checkpoint import trainable_state
-from agents.trainers.core import RunningMoments, kl_estimate, masked_mean, masked_whiten, returns_to_go
+from agents.trainers.core import (RunningMoments, group_baseline, group_credit, kl_estimate, masked_mean, masked_whiten,
+                                  returns_to_go)
 from agents.trainers.grpo import GRPO
 from agents.trainers.kl import KLController
 from agents.trainers.metrics import read_metrics
@@ -132,9 +133,25 @@ def test_grpo_advantages_are_group_normalised_returns_to_go(tmp_path):
     # Sparse rewards: every token of a completion gets its outcome advantage. Group 0 returns 1 and 3.
     std0 = torch.tensor([1.0, 1.0, 3.0, 3.0]).std()  # over the group's tokens
     torch.testing.assert_close(advantages[:2], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]) / (std0 + 1e-4))
-    # Group 1: per-token rewards -> returns-to-go (1, 0.5) and (0, 0) against the group's outcome mean 0.5.
-    std1 = torch.tensor([1.0, 0.5, 0.0, 0.0]).std()
-    torch.testing.assert_close(advantages[2:], (torch.tensor([[1.0, 0.5], [0.0, 0.0]]) - 0.5) / (std1 + 1e-4))
+    # Group 1: per-token rewards -> returns-to-go (1, 0.5) and (0, 0), each against the group's mean return
+    # still to come at its position: 0.5 at the first token, 0.25 at the second (not the whole 0.5).
+    centred = torch.tensor([[0.5, 0.25], [-0.5, -0.25]])
+    torch.testing.assert_close(advantages[2:], centred / (centred.flatten().std() + 1e-4))
+
+
+def test_group_baselines_follow_the_return_still_to_come_and_reduce_to_the_outcome_mean_when_sparse():
+    """Shaping that pays both samples the same at their first token, then nothing: the later tokens
+    owe nothing to the group, so they get no advantage; a finished sample counts its last return."""
+    shaped = torch.tensor([[0.4, 0.0, 0.0], [0.4, 0.0, 0.0]])
+    mask = torch.ones(2, 3)
+    returns = group_credit(shaped, mask, whole_episode=False)
+    assert (returns - group_baseline(returns, mask, 2)).abs().max() == 0
+    sparse = torch.tensor([[0.0, 0.0, 1.0], [3.0, 0.0, 0.0]])  # the second sample ends after one token
+    ended = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    returns = group_credit(sparse, ended, whole_episode=False)
+    torch.testing.assert_close(group_baseline(returns, ended, 2), torch.full((2, 3), 2.0))
+    torch.testing.assert_close(group_baseline(returns, ended, 2, leave_one_out=True),
+                               torch.tensor([[3.0] * 3, [1.0] * 3]))
 
 
 def test_grpo_advantages_stay_bounded_when_a_group_scores_alike(tmp_path):

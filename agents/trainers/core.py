@@ -83,13 +83,40 @@ def group_credit(rewards: torch.Tensor, mask: torch.Tensor, whole_episode: bool)
     """The return GRPO and RLOO credit each token with: the return from the token on, or with
     ``whole_episode`` the episode's return at every token.
 
-    A group shares only its first state, so its mean return is a baseline for the first token. It
-    fits a later token's return-to-go when the rewards before that token are a potential's
-    (shaping telescopes to score - Phi(prefix)), but not when they are a conversation's turn
-    scores: a failing game's last turns would be credited with the misses they did not repeat.
+    Token by token, a later token's return is measured against the group's return still to come at
+    the same position (``group_baseline``), which fits a potential's rewards (shaping telescopes to
+    score - Phi(prefix)). A conversation's turns differ in number and length between the samples, so
+    a position is no common point in the game there, and every token gets the episode's return.
     """
     returns = returns_to_go(rewards, mask)
     return returns[:, :1] * mask if whole_episode else returns
+
+
+def group_baseline(returns: torch.Tensor, mask: torch.Tensor, group_size: int, leave_one_out: bool = False
+                   ) -> torch.Tensor:
+    """GRPO's and RLOO's baseline at each token: the mean return still to come, at the same position,
+    in the other samples of the group (``leave_one_out``, RLOO) or in the whole group (GRPO).
+
+    A finished sample counts the return of its last token. With sparse rewards every token's return
+    is the score, so the baseline is the group's mean score throughout, as in outcome-supervised
+    GRPO and sequence-level RLOO. With dense rewards a late token is measured against what the group
+    still had to earn at that point, not against the group's whole return: under potential shaping
+    G_t = score - Phi(prefix) falls as a sample writes what scores, and the whole mean return as a
+    baseline would push down every token written after the first hits. Rows of a group are adjacent.
+
+    Example (a group of 2; the first sample earns its reward at its first token):
+        >>> import torch
+        >>> returns = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+        >>> group_baseline(returns, torch.ones(2, 2), group_size=2)
+        tensor([[0.5000, 0.0000],
+                [0.5000, 0.0000]])
+    """
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    latest = torch.where(mask.bool(), positions, 0).cummax(1).values  # the last completion token so far
+    to_come = returns.gather(1, latest).view(-1, group_size, returns.shape[1])
+    total = to_come.sum(1, keepdim=True)
+    mean = (total - to_come) / (group_size - 1) if leave_one_out else total.expand_as(to_come) / group_size
+    return mean.reshape_as(returns)
 
 
 def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,

@@ -2,19 +2,21 @@
 
 No critic: each prompt is sampled ``group_size`` times and a completion's advantage is its return
 minus the group's mean, over the group's standard deviation. Textgym's rewards arrive per token,
-so the advantage of token t uses the return from t on (the process-supervision form of the paper):
+so the advantage of token t uses the return from t on (the process-supervision form of the paper),
+against the group's mean return still to come at the same position (``core.group_baseline``):
 
-    A_t = (G_t - mean_group G_0) / std_group(G),    G_t = sum of the rewards from token t on,
+    A_t = (G_t - mean_group G_t) / std,    G_t = sum of the rewards from token t on,
 
-where the standard deviation runs over every token of the group. With sparse rewards G_t = G_0
-and this is outcome-supervised GRPO (its std weighted by episode length). With potential-based
-shaping G_t = score - Phi(prefix before t), so the potential acts as a per-token baseline. Taking
-the spread over tokens, not just outcomes, matters there: when every sample of a prompt scores
-the same, the outcomes' std is 0 while the potentials still differ, and dividing by it would blow
-the advantages up. In a conversation every token is credited with its episode's return, G_t = G_0
-(``core.group_credit``): turn scores are no potential, and the group's mean is a baseline for the
-opening only. The KL to the reference is a loss term with the k3 estimator, weighted by the KL
-coefficient.
+where a finished sample counts the return of its last token, and the standard deviation runs over
+every token of the group. With sparse rewards G_t = G_0 and this is outcome-supervised GRPO (its
+std weighted by episode length). With potential-based shaping G_t = score - Phi(prefix before t),
+the score still to earn. Against the whole mean return instead, every token written after a hit
+would be pushed down: on Keywords that made GRPO with shaping collapse (KL to the base model above
+100 nats); with the position's mean it reaches the sparse threshold. Taking the spread over tokens,
+not just outcomes, matters there: when every sample of a prompt scores the same, the outcomes'
+std is 0 while the potentials still differ, and dividing by it would blow the advantages up. In a
+conversation every token is credited with its episode's return, G_t = G_0 (``core.group_credit``).
+The KL to the reference is a loss term with the k3 estimator, weighted by the KL coefficient.
 
 Example (``textgym train ENV_ID --algo grpo``; here a group of 2 samples, sparse rewards):
     >>> import torch
@@ -34,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from agents.trainers.algorithms import Algorithm
-from agents.trainers.core import clipped_policy_loss, group_credit, kl_estimate, masked_mean
+from agents.trainers.core import clipped_policy_loss, group_baseline, group_credit, kl_estimate, masked_mean
 from agents.trainers.policy import TokenOutputs
 from agents.trainers.rollout import Batch
 
@@ -49,12 +51,12 @@ class GRPO(Algorithm):
         mask = batch.completion_mask
         returns = group_credit(rewards, mask, batch.conversation)
         k = self.config.group_size
-        group_returns, group_mask = returns.view(-1, k * returns.shape[1]), mask.view(-1, k * mask.shape[1])
-        outcome_mean = returns[:, 0].view(-1, k).mean(1, keepdim=True)  # rows of one group are adjacent
+        centred = (returns - group_baseline(returns, mask, k)).view(-1, k * returns.shape[1])
+        group_mask = mask.view(-1, k * mask.shape[1])  # rows of one group are adjacent
         tokens = group_mask.sum(1, keepdim=True)
-        token_mean = (group_returns * group_mask).sum(1, keepdim=True) / tokens
-        std = (((group_returns - token_mean) ** 2 * group_mask).sum(1, keepdim=True) / (tokens - 1).clamp(min=1)).sqrt()
-        advantages = ((group_returns - outcome_mean) / (std + 1e-4) * group_mask).view_as(returns)
+        token_mean = (centred * group_mask).sum(1, keepdim=True) / tokens
+        std = (((centred - token_mean) ** 2 * group_mask).sum(1, keepdim=True) / (tokens - 1).clamp(min=1)).sqrt()
+        advantages = (centred / (std + 1e-4) * group_mask).view_as(returns)
         targets = {"old_logprobs": old.logprobs, "advantages": advantages}
         if ref_logprobs is not None:
             targets["ref_logprobs"] = ref_logprobs

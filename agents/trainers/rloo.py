@@ -4,10 +4,11 @@ Each prompt is sampled ``group_size`` times; a completion's baseline is the mean
 *other* samples of its prompt, so it is unbiased without a critic. As in PPO, the KL to the
 reference enters the reward, and per-token rewards give per-token returns:
 
-    A_t = G_t - mean_{j != i} G_0^j,    G_t = sum of the (KL-penalised) rewards from token t on.
+    A_t = G_t - mean_{j != i} G_t^j,    G_t = sum of the (KL-penalised) rewards from token t on,
 
-With sparse rewards this is sequence-level RLOO exactly; in a conversation G_t = G_0 for every
-token (``core.group_credit``), as in GRPO. Updates use the clipped surrogate, so
+the other samples' return still to come at the same position, a finished one counting the return
+of its last token (``core.group_baseline``). With sparse rewards and no KL this is sequence-level
+RLOO exactly; in a conversation G_t = G_0 for every token (``core.group_credit``), as in GRPO. Updates use the clipped surrogate, so
 several epochs over a batch stay safe; advantages are whitened when ``whiten_advantages``.
 
 Example (``textgym train ENV_ID --algo rloo``; here one prompt, three samples, sparse rewards):
@@ -28,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from agents.trainers.algorithms import Algorithm
-from agents.trainers.core import clipped_policy_loss, group_credit, masked_whiten
+from agents.trainers.core import clipped_policy_loss, group_baseline, group_credit, masked_whiten
 from agents.trainers.policy import TokenOutputs
 from agents.trainers.rollout import Batch
 
@@ -42,9 +43,7 @@ class RLOO(Algorithm):
                 ) -> dict[str, torch.Tensor]:
         mask, k = batch.completion_mask, self.config.group_size
         returns = group_credit(rewards, mask, batch.conversation)
-        outcome = returns[:, 0].view(-1, k)
-        others = (outcome.sum(1, keepdim=True) - outcome) / (k - 1)  # the leave-one-out baseline
-        advantages = (returns - others.reshape(-1, 1)) * mask
+        advantages = (returns - group_baseline(returns, mask, k, leave_one_out=True)) * mask
         if self.config.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         return {"old_logprobs": old.logprobs, "advantages": advantages}
