@@ -15,10 +15,10 @@ pytestmark = pytest.mark.slow  # each runs a benchmark script in a subprocess
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
-def run_quick(script: str, out: Path) -> None:
+def run_quick(script: str, out: Path, *args: str) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--out", str(out)], check=True, env=env,
-                   cwd=out, timeout=900)
+    subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--out", str(out), *args], check=True,
+                   env=env, cwd=out, timeout=900)
 
 
 def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path):
@@ -41,6 +41,12 @@ def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path):
         assert (tmp_path / f"immediate_vs_sparse_{task.lower()}.png").stat().st_size > 0
     assert {r["mode"] for r in record["runs"]} == set(REWARD_MODES)
     assert all(r["steps"][-1] >= record["budgets"][r["task"]] for r in record["runs"])
+    # Re-running one task replaces its results and runs and keeps the others'.
+    run_quick("immediate_vs_sparse.py", tmp_path, "--tasks", "Sentiment", "--update")
+    updated = json.loads((tmp_path / "immediate_vs_sparse.json").read_text())
+    assert set(updated["results"]) == set(TASKS) and len(updated["runs"]) == len(record["runs"])
+    assert updated["study"]["Sentiment"]["tasks"] == ["Sentiment"] != updated["study"]["Keywords"]["tasks"]
+    assert updated["results"]["Keywords"] == record["results"]["Keywords"]
 
 
 def test_vs_trl_quick_compares_our_grpo_with_trls(tmp_path):
