@@ -8,7 +8,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from transformers import AutoTokenizer
 
 import textgym  # noqa: F401
-from textgym.envs import MultiTurnTextEnv, Scripted
+from textgym.envs import MultiTurnTextEnv, MultiTurnTextVectorEnv, Scripted
 from textgym.models import tiny_path
 
 from tests.helpers import TurnSampler
@@ -97,6 +97,61 @@ def test_vector_conversations_step_like_single_ones():
     np.testing.assert_array_equal(obs["policy_mask"][1], expected["policy_mask"])
 
 
+@pytest.mark.parametrize("env_id", GAMES)
+def test_the_native_vector_env_equals_sync_vector_env_step_for_step(env_id):
+    """Random turns of digits, words and ends of turn, across autoresets: the same observations,
+    rewards, ends and infos as gymnasium's SyncVectorEnv over the single envs."""
+    native, sync = gym.make_vec(env_id, num_envs=3), gym.make_vec(env_id, num_envs=3, vectorization_mode="sync")
+    assert type(native.unwrapped).__name__ == "MultiTurnTextVectorEnv"
+    tokenizer = native.unwrapped.envs[0].tokenizer
+    choices = [*tokenizer(" 5 3+4 <calc>2*3</calc> sorry")["input_ids"], native.unwrapped.envs[0].end_of_turn_id] * 2
+    rng = np.random.default_rng(0)
+    outputs = [envs.reset(seed=[1, 2, 3]) for envs in (native, sync)]
+    ends = 0
+    for _ in range(80):
+        actions = rng.choice(choices, 3)
+        outputs = [envs.step(actions) for envs in (native, sync)]
+        (obs, *rest, info), (expected_obs, *expected_rest, expected_info) = outputs
+        for key in obs:
+            np.testing.assert_array_equal(obs[key], expected_obs[key])
+        for got, want in zip(rest, expected_rest):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(info["turn"], expected_info["turn"])
+        ends += int((rest[1] | rest[2]).sum())
+    assert ends >= 3  # the episodes ended and reset along the way
+
+
+def test_a_language_model_user_answers_the_turns_that_end_together_in_one_batch():
+    from textgym.envs import LanguageModelUser
+
+    user = LanguageModelUser(["My parcel never arrived.", "My laptop is broken."], max_reply_tokens=6)
+    calls = []
+    sample = user.sampler.sample
+    user.sampler.sample = lambda ids, *args, **kwargs: calls.append(len(ids)) or sample(ids, *args, **kwargs)
+
+    def play(seed):
+        envs = MultiTurnTextVectorEnv(4, user, max_turns=3)
+        envs.reset(seed=seed)
+        end = envs.envs[0].end_of_turn_id
+        for tokens in ([end] * 4, [7, 7, end, end], [end, end, 7, 7]):
+            envs.step(np.array(tokens))
+        return [env.transcript() for env in envs.envs]
+
+    transcripts = play(5)
+    assert calls == [4, 2, 2]  # every turn that ended at a step, in one batch
+    assert all([m["role"] for m in t] == ["user", "assistant", "user", "assistant", "user"] for t in transcripts[2:])
+    assert all(m["content"] for t in transcripts for m in t if m["role"] == "user")
+    assert play(5) == transcripts  # the seeds fix the openings and the users' words
+    # The trainer's rollout batches them too: the turns that end at the end of a sampled round in one call
+    # (a turn that ends mid-round, at an EOS, is answered on its own).
+    from textgym.models.sampling import HFSampler, first_conversations
+
+    calls.clear()
+    envs = MultiTurnTextVectorEnv(4, user, max_turns=2)
+    played = first_conversations(HFSampler(user.sampler.model), envs.envs, seed=0)
+    assert sum(calls) == sum(info["turn"] for info in played) and max(calls) > 1
+
+
 def test_bad_conversations_are_clear_errors():
     with pytest.raises(ValueError, match="unknown role 'narrator'"):
         MultiTurnTextEnv(Scripted([[{"role": "narrator", "content": "x"}]], lambda m: "y"))
@@ -118,6 +173,18 @@ def test_bad_conversations_are_clear_errors():
     plain.chat_template = None
     with pytest.raises(ValueError, match="no chat template"):
         MultiTurnTextEnv(Scripted(["Hi."], lambda m: "y"), tokenizer=plain)
+
+    class Batched(Scripted):  # answers a batch of turns with one reply
+        def reply_all(self, conversations, saids):
+            return ["Again."]
+
+    envs = MultiTurnTextVectorEnv(2, Batched(["Hi."], lambda m: "y"))
+    envs.reset(seed=0)
+    end = envs.envs[0].end_of_turn_id
+    with pytest.raises(TypeError, match="must answer a batch of 2 turns with a list of as many replies, got"):
+        envs.step(np.array([end, end]))
+    with pytest.raises(ValueError, match="num_envs must be a positive int, got 0"):
+        MultiTurnTextVectorEnv(0, Batched(["Hi."], lambda m: "y"))
 
 
 def test_the_gold_players_win_every_game_and_empty_turns_win_nothing():

@@ -45,8 +45,9 @@ def _register() -> None:
             vector_entry_point="textgym.tasks:make_task_vector_env",
             kwargs={"task": name},
         )
-    for name in CONVERSATION_NAMES:  # vector envs: gymnasium's SyncVectorEnv over single ones, for now
+    for name in CONVERSATION_NAMES:
         gym.register(id=f"textgym/{name}-v0", entry_point="textgym.tasks.conversations:make_conversation_env",
+                     vector_entry_point="textgym.tasks.conversations:make_conversation_vector_env",
                      kwargs={"game": name})
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from textgym.envs.core import check_render_mode
 from textgym.envs.prompts import Message, chat_ids, check_messages
@@ -59,14 +60,22 @@ class Interlocutor(Protocol):
 
 
 class ScriptedConversation:
-    """An interlocutor from any callable of the transcript: ``respond(messages) -> str | Reply``."""
+    """An interlocutor from any callable of the transcript: ``respond(messages) -> str | Reply``.
+    ``generator``: the one its replies are drawn from, where they are random."""
 
-    def __init__(self, opening: list[Message], respond: Callable[[list[Message]], str | Reply]):
-        self.opening, self.respond, self.messages = opening, respond, list(opening)
+    def __init__(self, opening: list[Message], respond: Callable[[list[Message]], str | Reply],
+                 generator: torch.Generator | None = None):
+        self.opening, self.respond, self.messages, self.generator = opening, respond, list(opening), generator
 
     def reply(self, said: str) -> Reply:
+        self.hear(said)
+        return self.record(self.respond(list(self.messages)))
+
+    def hear(self, said: str) -> None:
         self.messages.append({"role": "assistant", "content": said})
-        answer = self.respond(list(self.messages))
+
+    def record(self, answer: Any) -> Any:
+        """``answer`` as a ``Reply`` (a str is a plain user reply), added to the transcript."""
         reply = Reply(answer, 0.0, False) if isinstance(answer, str) else answer
         if isinstance(reply, Reply):  # anything else is the env's error to report
             self.messages.append({"role": reply.role, "content": reply.text})
@@ -96,6 +105,11 @@ class LanguageModelUser:
     by the env's. ``judge(messages) -> (score, done)`` scores each policy turn (default: 0, never
     done: the env's ``max_turns`` ends the episode).
 
+    ``reply_all`` writes the replies of several conversations in one batch: a vector env
+    (``MultiTurnTextVectorEnv``) and the trainer's rollout ask it for every turn that ends at one
+    step. A batch draws from its first conversation's generator, so a vector env's replies follow
+    from its seeds but differ from those of single envs with the same seeds.
+
     Example:
         >>> env = MultiTurnTextEnv(LanguageModelUser(["My parcel never arrived."]), max_turns=2)
         >>> obs, info = env.reset(seed=0)
@@ -124,15 +138,34 @@ class LanguageModelUser:
 
     def __call__(self, rng: np.random.Generator) -> ScriptedConversation:
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        return ScriptedConversation(self.openings(rng).opening, lambda messages: self._reply(messages, generator))
+        return ScriptedConversation(self.openings(rng).opening,
+                                    lambda messages: self._replies([messages], generator)[0], generator)
 
-    def _reply(self, messages: list[Message], generator: torch.Generator) -> Reply:
-        score, done = self.judge(messages)
-        ids = torch.tensor([[*chat_ids(self.tokenizer, messages, add_generation_prompt=False), self.user]])
-        out = self.sampler.sample(ids, torch.ones_like(ids), self.max_reply_tokens, eos_id=self.end,
-                                  processors=self.processors, generator=generator)
-        text = self.tokenizer.decode(out.tokens[0, : int(out.lengths[0])].tolist(), skip_special_tokens=True)
-        return Reply(text.strip(), float(score), bool(done))
+    def reply_all(self, conversations: Sequence[ScriptedConversation], saids: Sequence[str]) -> list[Reply]:
+        """The replies to the turns ``saids`` of ``conversations`` (this factory's), in one batch."""
+        for conversation, said in zip(conversations, saids):
+            conversation.hear(said)
+        replies = self._replies([c.messages for c in conversations], conversations[0].generator)
+        return [conversation.record(reply) for conversation, reply in zip(conversations, replies)]
+
+    def _replies(self, transcripts: Sequence[list[Message]], generator: torch.Generator) -> list[Reply]:
+        judged = [self.judge(list(messages)) for messages in transcripts]
+        rows = [[*chat_ids(self.tokenizer, messages, add_generation_prompt=False), self.user] for messages in transcripts]
+        width = max(map(len, rows))
+        ids = torch.tensor([[self.end] * (width - len(row)) + row for row in rows])  # left-padded, masked out
+        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
+        out = self.sampler.sample(ids, mask, self.max_reply_tokens, eos_id=self.end, processors=self.processors,
+                                  generator=generator)
+        texts = [self.tokenizer.decode(out.tokens[i, : int(out.lengths[i])].tolist(), skip_special_tokens=True)
+                 for i in range(len(rows))]
+        return [Reply(text.strip(), float(score), bool(done)) for text, (score, done) in zip(texts, judged)]
+
+
+def _asked(ask: Callable[[], Any], interlocutor: Any, what: str) -> Any:
+    try:
+        return ask()
+    except Exception as error:
+        raise RuntimeError(f"interlocutor {interlocutor!r} raised {error!r} answering {what}") from error
 
 
 def _checked(reply: Any, interlocutor: Any) -> Reply:
@@ -215,6 +248,7 @@ class MultiTurnTextEnv(gym.Env[ObsType, int]):
         self._ids[:], self._real[:], self._policy[:] = self.pad_id, 0, 0
         self._append(opening, by_policy=False)
         self._turn, self._turn_ids, self._turn_scores, self._used = 0, [], [], 0
+        self._prepared: tuple[str, Any] | None = None  # (turn, reply) asked for ahead of the step (answer_turns)
         self._state = "running"
         return self._observation(), {"turn": 0, "prompt": self.tokenizer.decode(opening)}
 
@@ -225,21 +259,20 @@ class MultiTurnTextEnv(gym.Env[ObsType, int]):
         token = int(action)
         if not (0 <= token < self.vocab_size and self.action_space.valid[token]):
             raise ValueError(f"action must be a valid token id in [0, {self.vocab_size}) (not pad), got {action!r}")
+        said = self.turn_ending(token)
         self._append([token], by_policy=True)
         self._used += 1
         self._turn_ids.append(token)
         at_eos = token == self.eos_id and token != self.end_of_turn_id
-        if not (token == self.end_of_turn_id or at_eos or len(self._turn_ids) >= self.max_turn_tokens):
+        if said is None:
             if self._used >= self.max_new_tokens:
                 return self._end(0.0, terminated=False)
             return self._observation(), 0.0, False, False, {"turn": self._turn}
-        said = self.tokenizer.decode([t for t in self._turn_ids if t not in (self.end_of_turn_id, self.eos_id)])
         self._messages.append({"role": "assistant", "content": said})
-        try:
-            answer = self._other.reply(said)
-        except Exception as error:
-            raise RuntimeError(f"interlocutor {self._other!r} raised {error!r} answering turn {self._turn + 1} "
-                               f"({said!r})") from error
+        asked, self._prepared = self._prepared, None
+        if asked is not None and asked[0] != said:
+            raise RuntimeError(f"a reply was prepared for the turn {asked[0]!r}, but the turn said {said!r}")
+        answer = asked[1] if asked is not None else _asked(lambda: self._other.reply(said), self._other, f"turn {self._turn + 1} ({said!r})")
         reply = _checked(answer, self._other)
         self._turn += 1
         self._turn_ids = []
@@ -253,6 +286,14 @@ class MultiTurnTextEnv(gym.Env[ObsType, int]):
         self._append(answer, by_policy=False)
         self._used += len(answer)
         return self._observation(), float(reply.score), False, False, {"turn": self._turn}
+
+    def turn_ending(self, token: int) -> str | None:
+        """What the policy's turn says if ``token`` ends it (end of turn, EOS, or ``max_turn_tokens``), else None."""
+        token = int(token)
+        if self._state != "running" or not (token in (self.end_of_turn_id, self.eos_id)
+                                            or len(self._turn_ids) + 1 >= self.max_turn_tokens):
+            return None
+        return self.tokenizer.decode([t for t in [*self._turn_ids, token] if t not in (self.end_of_turn_id, self.eos_id)])
 
     def _end(self, reward: float, terminated: bool):
         self._state = "done"
@@ -275,3 +316,68 @@ class MultiTurnTextEnv(gym.Env[ObsType, int]):
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi'")
             return None
         return self.tokenizer.decode(self._ids[self._real == 1].tolist())
+
+
+def answer_turns(envs: Sequence[MultiTurnTextEnv], tokens: Sequence[int]) -> None:
+    """Before ``envs[i].step(tokens[i])``, ask for the replies to the turns those tokens end in one
+    batch per interlocutor factory that answers in batches (``reply_all``, as ``LanguageModelUser``
+    does); each env keeps its reply for that step. Other interlocutors answer at the step, one
+    conversation at a time, as they would anyway."""
+    pending: dict[int, list[tuple[MultiTurnTextEnv, str]]] = {}
+    for env, token in zip(envs, tokens):
+        env = env.unwrapped
+        if hasattr(env.interlocutor, "reply_all") and (said := env.turn_ending(token)) is not None:
+            pending.setdefault(id(env.interlocutor), []).append((env, said))
+    for turns in pending.values():
+        factory, saids = turns[0][0].interlocutor, [said for _, said in turns]
+        replies = _asked(lambda: factory.reply_all([env._other for env, _ in turns], saids), factory,
+                         f"{len(saids)} turns in a batch")
+        if not isinstance(replies, list) or len(replies) != len(saids):
+            raise TypeError(f"interlocutor {factory!r} must answer a batch of {len(saids)} turns with a list of "
+                            f"as many replies, got {replies!r}")
+        for (env, said), reply in zip(turns, replies):
+            env._prepared = (said, reply)
+
+
+class MultiTurnTextVectorEnv(SyncVectorEnv):
+    """``num_envs`` conversations stepped together: ``SyncVectorEnv`` over ``MultiTurnTextEnv``s
+    (the same observations, rewards and infos for the same seeds), except that an interlocutor
+    factory that answers in batches (``LanguageModelUser``) writes the replies to every turn that
+    ends at one step in one batch. ``gym.make_vec`` returns it for the registered conversations.
+
+    Example:
+        >>> import gymnasium as gym, numpy as np, textgym
+        >>> envs = gym.make_vec("textgym/GuessNumber-v0", num_envs=3)
+        >>> obs, info = envs.reset(seed=0)
+        >>> end = envs.unwrapped.envs[0].end_of_turn_id
+        >>> obs, reward, terminated, truncated, info = envs.step(np.full(3, end))  # three empty turns
+        >>> obs["policy_mask"].shape, info["turn"].tolist()
+        ((3, 144), [1, 1, 1])
+    """
+
+    def __init__(self, num_envs: int, interlocutor: Callable[[np.random.Generator], Interlocutor],
+                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **kwargs: Any):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        first = MultiTurnTextEnv(interlocutor, **kwargs)
+        rest = kwargs | {"tokenizer": first.tokenizer}  # one tokenizer for all
+        super().__init__([lambda: first] + [lambda: MultiTurnTextEnv(interlocutor, **rest)] * (int(num_envs) - 1),
+                         autoreset_mode=autoreset_mode)
+        self._ended = np.zeros(self.num_envs, bool)  # under NEXT_STEP these reset instead of stepping
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        obs, info = super().reset(seed=seed, options=options)
+        self._ended[(options or {}).get("reset_mask", slice(None))] = False
+        return obs, info
+
+    def step(self, actions: Any):
+        actions = np.asarray(actions)
+        stepping = ~self._ended if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP else \
+            np.ones(self.num_envs, bool)
+        answer_turns([self.envs[i] for i in np.flatnonzero(stepping)], actions[stepping].tolist())
+        obs, rewards, terminated, truncated, infos = super().step(actions)
+        self._ended = terminated | truncated
+        return obs, rewards, terminated, truncated, infos
+
+    def action_masks(self) -> np.ndarray:
+        return np.stack([env.action_masks() for env in self.envs])

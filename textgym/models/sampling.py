@@ -36,6 +36,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from textgym.envs.multi_turn import answer_turns
 from textgym.models.cache import autocast, cached, positions, preallocated_cache, select_rows
 
 
@@ -325,25 +326,34 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
     turn = [0] * len(envs)
     rows = list(range(len(envs)))  # the env of each row the sampler continues (finished ones too, for a while)
     session = sampler.session(*_stacked(openings)) if hasattr(sampler, "session") else None
+
+    def step_through(i: int, tokens: list[int], last: bool) -> bool:
+        """Step env ``i`` through ``tokens`` of its turn; whether its conversation ended."""
+        for taken, token in enumerate(tokens, 1):
+            observations[i], reward, terminated, truncated, info = envs[i].step(token)
+            rewards[i].append(float(reward))
+            if terminated or truncated:
+                finished[i] = Conversation(openings[i], observations[i], rewards[i], bool(terminated), info)
+                return True
+            if info["turn"] != turn[i]:  # the turn ended; the reply is in the observation
+                turn[i] = info["turn"]
+                if last and taken == len(tokens):
+                    return False
+                # the session's cache holds the whole sampled turn
+                raise RuntimeError(f"env {i} ended a turn before the last of its sampled tokens; its end-of-turn "
+                                   "token and max_turn_tokens must be envs[0]'s")
+        return False
+
     while rows:
         turns = (session.sample(first.max_turn_tokens, **draw) if session is not None
                  else sampler.sample(*_stacked([observations[i] for i in rows]), first.max_turn_tokens, **draw))
-        for row, i in enumerate(rows):
-            if i in finished:
-                continue
-            sampled = turns.tokens[row, : int(turns.lengths[row])].tolist()
-            for taken, token in enumerate(sampled, 1):
-                observations[i], reward, terminated, truncated, info = envs[i].step(token)
-                rewards[i].append(float(reward))
-                if terminated or truncated:
-                    finished[i] = Conversation(openings[i], observations[i], rewards[i], bool(terminated), info)
-                    break
-                if info["turn"] != turn[i]:  # the turn ended; the reply is in the observation
-                    turn[i] = info["turn"]
-                    break
-            if i not in finished and taken != len(sampled):  # the session's cache holds the whole sampled turn
-                raise RuntimeError(f"env {i} ended a turn after {taken} of its {len(sampled)} sampled tokens; "
-                                   "its end-of-turn token and max_turn_tokens must be envs[0]'s")
+        sampled = {i: turns.tokens[row, : int(turns.lengths[row])].tolist()
+                   for row, i in enumerate(rows) if i not in finished}
+        going = [i for i, tokens in sampled.items() if not step_through(i, tokens[:-1], last=False)]
+        # The turns end at their last tokens: interlocutors that answer in batches write the replies at once.
+        answer_turns([envs[i] for i in going], [sampled[i][-1] for i in going])
+        for i in going:
+            step_through(i, sampled[i][-1:], last=True)
         # Dropping a session's rows copies its cache: do it once half of them are finished, not every turn.
         if session is None or 2 * sum(i in finished for i in rows) >= len(rows):
             alive = [row for row, i in enumerate(rows) if i not in finished]

@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from textgym.envs.multi_turn import MultiTurnTextEnv
+from textgym.envs.multi_turn import MultiTurnTextEnv, MultiTurnTextVectorEnv
 from textgym.envs.prompts import Message
 from textgym.models.dialogues import (
     CALL, CUSTOMER_SYSTEM, GUESS_HIGH, GUESS_LOW, GUESS_OPENING, Customer, Reply, calculator_problems,
@@ -139,7 +139,18 @@ def play(env: gym.Env, seed: int, respond: Callable[[list[Message]], str]) -> di
 
 def make_conversation_env(game: str, split: str = "train", **kwargs: Any) -> MultiTurnTextEnv:
     """The single env of the game ``game`` (the ``entry_point`` of its registered id)."""
+    interlocutor, defaults = _game(game)
+    return MultiTurnTextEnv(interlocutor(split), **defaults | kwargs)
+
+
+def make_conversation_vector_env(num_envs: int, game: str, split: str = "train", **kwargs: Any
+                                 ) -> MultiTurnTextVectorEnv:
+    """The vector env of the game ``game`` (the ``vector_entry_point`` of its registered id)."""
+    interlocutor, defaults = _game(game)
+    return MultiTurnTextVectorEnv(num_envs, interlocutor(split), **defaults | kwargs)
+
+
+def _game(game: str) -> tuple[Callable, dict[str, Any]]:
     if game not in GAMES:
         raise ValueError(f"unknown game {game!r}; expected one of {sorted(GAMES)}")
-    interlocutor, defaults = GAMES[game]
-    return MultiTurnTextEnv(interlocutor(split), **defaults | kwargs)
+    return GAMES[game]
