@@ -3,6 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.vector import AutoresetMode
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from transformers import AutoTokenizer
@@ -97,11 +98,13 @@ def test_vector_conversations_step_like_single_ones():
     np.testing.assert_array_equal(obs["policy_mask"][1], expected["policy_mask"])
 
 
-@pytest.mark.parametrize("env_id", GAMES)
-def test_the_native_vector_env_equals_sync_vector_env_step_for_step(env_id):
+@pytest.mark.parametrize("env_id, mode", [*((game, AutoresetMode.NEXT_STEP) for game in GAMES),
+                                           (GAMES[0], AutoresetMode.SAME_STEP)])
+def test_the_native_vector_env_equals_sync_vector_env_step_for_step(env_id, mode):
     """Random turns of digits, words and ends of turn, across autoresets: the same observations,
     rewards, ends and infos as gymnasium's SyncVectorEnv over the single envs."""
-    native, sync = gym.make_vec(env_id, num_envs=3), gym.make_vec(env_id, num_envs=3, vectorization_mode="sync")
+    native = gym.make_vec(env_id, num_envs=3, autoreset_mode=mode)
+    sync = gym.make_vec(env_id, num_envs=3, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode})
     assert type(native.unwrapped).__name__ == "MultiTurnTextVectorEnv"
     tokenizer = native.unwrapped.envs[0].tokenizer
     choices = [*tokenizer(" 5 3+4 <calc>2*3</calc> sorry")["input_ids"], native.unwrapped.envs[0].end_of_turn_id] * 2

@@ -44,6 +44,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from textgym.envs.core import check_render_mode
 from textgym.envs.prompts import Message, chat_ids, check_messages
 from textgym.envs.spaces import TokenSpace
+from textgym.envs.vector import _autoreset_mode
 from textgym.models import load_tokenizer
 from textgym.models.dialogues import END_OF_TURN, ROLES, Reply
 
@@ -362,7 +363,7 @@ class MultiTurnTextVectorEnv(SyncVectorEnv):
         first = MultiTurnTextEnv(interlocutor, **kwargs)
         rest = kwargs | {"tokenizer": first.tokenizer}  # one tokenizer for all
         super().__init__([lambda: first] + [lambda: MultiTurnTextEnv(interlocutor, **rest)] * (int(num_envs) - 1),
-                         autoreset_mode=autoreset_mode)
+                         autoreset_mode=_autoreset_mode(autoreset_mode))
         self._ended = np.zeros(self.num_envs, bool)  # under NEXT_STEP these reset instead of stepping
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
