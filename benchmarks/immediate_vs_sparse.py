@@ -8,10 +8,10 @@ reward mode of ``MODES``, over several seeds: ``"sparse"`` (the task score at th
 on reward-model tasks, ``"attention"`` (the score spread by the reward model's attention).
 Within a task everything else is equal, including the KL penalty to the base model; the tasks
 sparse reward learns slowly (Keywords, Arithmetic) get their own learning rate, batch and budget
-(``TASK_HYPERPARAMETERS``, ``study_tokens``) so that sparse reward can reach the threshold. The two trained sources are
-fitted once per task, before any run, to rollouts of the base model (``--sources`` caches them
-until the model's tokenizer changes);
-their rollout tokens and minutes are reported, since they are a one-time cost the runs share.
+(``TASK_HYPERPARAMETERS``, ``study_tokens``) so that sparse reward can reach the threshold. The two
+trained sources are fitted once per task, before any run, to rollouts of the base model
+(``--sources`` caches them until the model's tokenizer changes); their rollout tokens and minutes
+are reported, since they are a one-time cost the runs share.
 
 Reported per task, algorithm and mode (mean ± std over seeds):
 
@@ -78,11 +78,12 @@ TASK_HYPERPARAMETERS = {
 }
 BUDGETS = {name: task.study_tokens for name, task in TASKS.items()}
 PER_TASK = ("budgets", "thresholds", "sources", "hyperparameters", "results", "goal", "study")  # keys by task
+QUICK_SOURCES = dict(episodes=16, heldout=8, num_envs=8, epochs=1)
 
 
 def hyperparameters(task: str, algo: str) -> dict:
+    """The trainer settings of ``task``'s runs with ``algo``."""
     return HYPERPARAMETERS | TASK_HYPERPARAMETERS.get(task, {}).get(algo, {})
-QUICK_SOURCES = dict(episodes=16, heldout=8, num_envs=8, epochs=1)
 
 
 def train_sources(task: str, root: Path, quick: bool) -> dict:

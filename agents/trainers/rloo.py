@@ -8,8 +8,9 @@ reference enters the reward, and per-token rewards give per-token returns:
 
 the other samples' return still to come at the same position, a finished one counting the return
 of its last token (``core.group_baseline``). With sparse rewards and no KL this is sequence-level
-RLOO exactly; in a conversation G_t = G_0 for every token (``core.group_credit``), as in GRPO. Updates use the clipped surrogate, so
-several epochs over a batch stay safe; advantages are whitened when ``whiten_advantages``.
+RLOO exactly; in a conversation G_t = G_0 for every token (``core.group_credit``), as in GRPO.
+Updates use the clipped surrogate, so several epochs over a batch stay safe; advantages are
+whitened when ``whiten_advantages``.
 
 Example (``textgym train ENV_ID --algo rloo``; here one prompt, three samples, sparse rewards):
     >>> import torch

@@ -46,6 +46,7 @@ from textgym.envs.prompts import Message, chat_ids, check_messages
 from textgym.envs.spaces import TokenSpace
 from textgym.envs.vector import _autoreset_mode
 from textgym.models import load_tokenizer
+from textgym.models.cache import left_padded
 from textgym.models.dialogues import END_OF_TURN, ROLES, Reply
 
 ObsType = dict[str, np.ndarray]
@@ -151,14 +152,12 @@ class LanguageModelUser:
 
     def _replies(self, transcripts: Sequence[list[Message]], generator: torch.Generator) -> list[Reply]:
         judged = [self.judge(list(messages)) for messages in transcripts]
-        rows = [[*chat_ids(self.tokenizer, messages, add_generation_prompt=False), self.user] for messages in transcripts]
-        width = max(map(len, rows))
-        ids = torch.tensor([[self.end] * (width - len(row)) + row for row in rows])  # left-padded, masked out
-        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
+        ids, mask = left_padded([[*chat_ids(self.tokenizer, messages, add_generation_prompt=False), self.user]
+                                 for messages in transcripts], pad_id=self.end)
         out = self.sampler.sample(ids, mask, self.max_reply_tokens, eos_id=self.end, processors=self.processors,
                                   generator=generator)
         texts = [self.tokenizer.decode(out.tokens[i, : int(out.lengths[i])].tolist(), skip_special_tokens=True)
-                 for i in range(len(rows))]
+                 for i in range(len(transcripts))]
         return [Reply(text.strip(), float(score), bool(done)) for text, (score, done) in zip(texts, judged)]
 
 
@@ -273,7 +272,8 @@ class MultiTurnTextEnv(gym.Env[ObsType, int]):
         asked, self._prepared = self._prepared, None
         if asked is not None and asked[0] != said:
             raise RuntimeError(f"a reply was prepared for the turn {asked[0]!r}, but the turn said {said!r}")
-        answer = asked[1] if asked is not None else _asked(lambda: self._other.reply(said), self._other, f"turn {self._turn + 1} ({said!r})")
+        answer = asked[1] if asked is not None else \
+            _asked(lambda: self._other.reply(said), self._other, f"turn {self._turn + 1} ({said!r})")
         reply = _checked(answer, self._other)
         self._turn += 1
         self._turn_ids = []
@@ -289,12 +289,12 @@ class MultiTurnTextEnv(gym.Env[ObsType, int]):
         return self._observation(), float(reply.score), False, False, {"turn": self._turn}
 
     def turn_ending(self, token: int) -> str | None:
-        """What the policy's turn says if ``token`` ends it (end of turn, EOS, or ``max_turn_tokens``), else None."""
+        """What the policy's turn says if ``token`` ends it (end of turn, EOS, ``max_turn_tokens``), else None."""
+        ends = (self.end_of_turn_id, self.eos_id)
         token = int(token)
-        if self._state != "running" or not (token in (self.end_of_turn_id, self.eos_id)
-                                            or len(self._turn_ids) + 1 >= self.max_turn_tokens):
+        if self._state != "running" or not (token in ends or len(self._turn_ids) + 1 >= self.max_turn_tokens):
             return None
-        return self.tokenizer.decode([t for t in [*self._turn_ids, token] if t not in (self.end_of_turn_id, self.eos_id)])
+        return self.tokenizer.decode([t for t in [*self._turn_ids, token] if t not in ends])
 
     def _end(self, reward: float, terminated: bool):
         self._state = "done"

@@ -68,6 +68,21 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def left_padded(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows of different lengths as a left-padded batch: (ids, attention mask).
+
+    Example:
+        >>> left_padded([[5, 6], [7]])
+        (tensor([[5, 6],
+                [0, 7]]), tensor([[1, 1],
+                [0, 1]]))
+    """
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad_id] * (width - len(row)) + list(row) for row in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], dtype=torch.long)
+    return ids, mask
+
+
 class PreallocatedLayer(DynamicLayer):
     """A ``DynamicLayer`` that writes new keys and values into buffers of ``capacity`` positions
     (that double when full, if it ``grows``)."""

@@ -37,7 +37,7 @@ from transformers.generation.logits_process import (
 )
 
 from textgym.envs.multi_turn import answer_turns
-from textgym.models.cache import autocast, cached, positions, preallocated_cache, select_rows
+from textgym.models.cache import autocast, cached, left_padded, positions, preallocated_cache, select_rows
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -199,11 +199,7 @@ class CachedRows:
         """Append each row's ``tokens`` (at least one), right-aligned so every row ends on a real token."""
         if not all(tokens):
             raise ValueError(f"every row needs at least one token to append, got {tokens!r}")
-        width = max(map(len, tokens))
-        ids = torch.zeros(len(tokens), width, dtype=torch.long)
-        mask = torch.zeros(len(tokens), width, dtype=torch.long)
-        for row, new in enumerate(tokens):
-            ids[row, width - len(new) :], mask[row, width - len(new) :] = torch.tensor(new), 1
+        ids, mask = left_padded(tokens)
         self.ids = torch.cat([self.ids, ids.to(self.device)], dim=1)
         self.mask = torch.cat([self.mask, mask.to(self.device)], dim=1)
 
