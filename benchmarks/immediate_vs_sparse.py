@@ -24,7 +24,10 @@ Reported per task, algorithm and mode (mean ± std over seeds):
 
 The goal (issue 13): on at least 3 of the 5 tasks, the best dense mode reaches the threshold with
 at most half of sparse's RL tokens, for PPO and for GRPO alike, and never ends below sparse by
-more than one standard deviation. The script prints, per task and algorithm, whether it is met.
+more than one standard deviation. A run that does not reach the threshold counts as the whole
+budget, a lower bound on its true tokens: when sparse runs fall short the ratio is an upper bound,
+and a dense mode meets the goal only if all its runs reach the threshold. The script prints, per
+task and algorithm, whether it is met.
 
 The thresholds are fixed before any run: halfway from the base model's test score to the gold
 score, both from ``results/task_baselines.json`` (``benchmarks/task_baselines.py``).
@@ -77,7 +80,7 @@ TASK_HYPERPARAMETERS = {
     "Arithmetic": dict.fromkeys(ALGOS, dict(lr=5e-5, group_size=16, num_envs=256, minibatch_size=64, epochs=2)),
 }
 BUDGETS = {name: task.study_tokens for name, task in TASKS.items()}
-PER_TASK = ("budgets", "thresholds", "sources", "hyperparameters", "results", "goal", "study")  # keys by task
+PER_TASK = ("budgets", "thresholds", "sources", "hyperparameters", "results", "study")  # keys by task
 QUICK_SOURCES = dict(episodes=16, heldout=8, num_envs=8, epochs=1)
 
 
@@ -173,18 +176,32 @@ def summarise(runs: list[dict], threshold: float, source: dict | None) -> dict:
     }
 
 
-def goal(cells: dict[str, dict]) -> dict:
-    """Issue 13's goal for one (task, algo): the best dense mode's token ratio to sparse, and whether
-    it reaches the threshold with at most half of sparse's tokens without ending below sparse by
-    more than one std."""
+def censored_mean(reached: list[int | None], budget: int) -> float:
+    """Mean tokens to the threshold, a run that did not reach it counted as ``budget`` (a lower bound)."""
+    return float(np.mean([budget if t is None else t for t in reached]))
+
+
+def goal(cells: dict[str, dict], budget: int) -> dict:
+    """Issue 13's goal for one (task, algo): the best dense mode's token ratio to sparse (censored
+    means), and whether all its runs reach the threshold with at most half of sparse's tokens,
+    without ending below sparse by more than one std."""
     sparse = cells["sparse"]
-    dense = {m: c for m, c in cells.items() if m != "sparse" and c["tokens_to_threshold_mean"] is not None}
-    if sparse["tokens_to_threshold_mean"] is None or not dense:
+    dense = {m: censored_mean(c["tokens_to_threshold"], budget) for m, c in cells.items()
+             if m != "sparse" and any(t is not None for t in c["tokens_to_threshold"])}
+    if not dense:
         return {"best": None, "token_ratio": None, "met": False}
-    best = min(dense, key=lambda m: dense[m]["tokens_to_threshold_mean"])
-    ratio = dense[best]["tokens_to_threshold_mean"] / sparse["tokens_to_threshold_mean"]
-    not_worse = dense[best]["test_score_mean"] >= sparse["test_score_mean"] - sparse["test_score_std"]
-    return {"best": best, "token_ratio": ratio, "met": bool(ratio <= 0.5 and not_worse)}
+    best = min(dense, key=dense.get)
+    ratio = dense[best] / censored_mean(sparse["tokens_to_threshold"], budget)
+    all_reached = None not in cells[best]["tokens_to_threshold"]
+    not_worse = cells[best]["test_score_mean"] >= sparse["test_score_mean"] - sparse["test_score_std"]
+    return {"best": best, "token_ratio": ratio, "sparse_reached": sparse["reached"],
+            "met": bool(ratio <= 0.5 and all_reached and not_worse)}
+
+
+def goals(record: dict) -> dict[str, dict]:
+    """The goal per task and algorithm of a results record."""
+    return {task: {algo: goal(cells, record["budgets"][task]) for algo, cells in algos.items()}
+            for task, algos in record["results"].items()}
 
 
 def updated(old: dict, new: dict) -> dict:
@@ -193,7 +210,6 @@ def updated(old: dict, new: dict) -> dict:
     for key in PER_TASK:
         record[key] = {task: v for task, v in old[key].items() if task not in new[key]} | new[key]
     record["runs"] = [r for r in old["runs"] if r["task"] not in new["results"]] + new["runs"]
-    record["tasks_meeting_goal"] = meeting_goal(record["goal"])
     return record
 
 
@@ -202,7 +218,8 @@ def meeting_goal(goals: dict[str, dict]) -> int:
 
 
 def describe(g: dict) -> str:
-    best = "no dense mode reached it" if g["best"] is None else f"{g['best']} at {g['token_ratio']:.2f}x sparse's tokens"
+    best = ("no dense mode reached it" if g["best"] is None else
+            f"{g['best']} at {g['token_ratio']:.2f}x sparse's tokens (sparse reached {g['sparse_reached']})")
     return f"{best}, {'met' if g['met'] else 'not met'}"
 
 
@@ -259,7 +276,7 @@ def main() -> None:
 
     from textgym.tasks import TRAINED_SOURCES
 
-    table, goals = {}, {}
+    table = {}
     print(f"\n{'task':<11}{'algo':<6}{'mode':<10}{'threshold':>10}{'reached':>8}{'tokens to it':>14}{'+ source':>10}"
           f"{'minutes':>8}{'test score':>16}{'KL/episode':>14}")
     for (task, algo, mode), cell in cells.items():
@@ -273,11 +290,9 @@ def main() -> None:
               f"{stats['test_score_mean']:>9.3f} ± {stats['test_score_std']:.3f}"
               f"{stats['final_kl_mean']:>8.2f} ± {stats['final_kl_std']:.2f}")
     print("\ngoal: the best dense mode reaches the threshold with <= 0.5x sparse's tokens, not below sparse - 1 std")
-    for task, algos in table.items():
-        goals[task] = {algo: goal(modes) for algo, modes in algos.items()}
-        print(f"{task:<11}" + "  ".join(f"{algo}: {describe(g)}" for algo, g in goals[task].items()))
-    met = meeting_goal(goals)
-    print(f"tasks meeting the goal for PPO and GRPO alike: {met} of {len(goals)} (goal: 3)")
+    budgets = {t: int(BUDGETS[t] * args.budget_scale) for t in args.tasks}
+    for task, by_algo in goals({"results": table, "budgets": budgets}).items():
+        print(f"{task:<11}" + "  ".join(f"{algo}: {describe(g)}" for algo, g in by_algo.items()))
     print(f"\n{len(runs)} runs in {minutes:.1f} min with {args.workers} workers")
     args.out.mkdir(parents=True, exist_ok=True)
     for task in args.tasks:
@@ -287,14 +302,16 @@ def main() -> None:
         "machine": machine(), "minutes": minutes, "workers": args.workers, "seeds": args.seeds,
         "test_episodes": args.episodes, "smoothing_iterations": SMOOTHING,
         "hyperparameters": {t: {a: hyperparameters(t, a) for a in ALGOS} for t in args.tasks},
-        "budgets": {t: int(BUDGETS[t] * args.budget_scale) for t in args.tasks},
-        "thresholds": {t: limits[t] for t in args.tasks}, "sources": sources, "results": table, "goal": goals,
+        "budgets": budgets, "thresholds": {t: limits[t] for t in args.tasks}, "sources": sources, "results": table,
         "study": dict.fromkeys(args.tasks, {"finished": time.strftime("%Y-%m-%d %H:%M"), "minutes": minutes,
                                             "tasks": args.tasks}),
-        "tasks_meeting_goal": met, "runs": [r for cell in cells.values() for r in cell]}
+        "runs": [r for cell in cells.values() for r in cell]}
     path = args.out / "immediate_vs_sparse.json"
     if args.update and path.is_file():
         record = updated(json.loads(path.read_text()), record)
+    record["goal"] = goals(record)  # every task's, by today's rule, when others' results were kept
+    record["tasks_meeting_goal"] = met = meeting_goal(record["goal"])
+    print(f"tasks meeting the goal for PPO and GRPO alike: {met} of {len(record['goal'])} (goal: 3)")
     write_json(path, record)
 
 
