@@ -272,9 +272,9 @@ class MultiTurnTextEnv(gym.Env[ObsType, int]):
         asked, self._prepared = self._prepared, None
         if asked is not None and asked[0] != said:
             raise RuntimeError(f"a reply was prepared for the turn {asked[0]!r}, but the turn said {said!r}")
-        answer = asked[1] if asked is not None else \
-            _asked(lambda: self._other.reply(said), self._other, f"turn {self._turn + 1} ({said!r})")
-        reply = _checked(answer, self._other)
+        if asked is None:
+            asked = said, _asked(lambda: self._other.reply(said), self._other, f"turn {self._turn + 1} ({said!r})")
+        reply = _checked(asked[1], self._other)
         self._turn += 1
         self._turn_ids = []
         self._turn_scores.append(float(reply.score))
