@@ -12,6 +12,7 @@ import torch
 import textgym  # noqa: F401
 from agents.trainers import TrainConfig, Trainer
 from agents.trainers import rollout as trainer_rollout
+from agents.trainers.metrics import read_metrics
 from textgym.envs import TextGenerationEnv
 from textgym.models import load_causal_lm
 from textgym.rewards import ImplicitConfig, ImplicitTokenReward, train_implicit_reward
@@ -94,3 +95,46 @@ def test_the_trainer_trains_its_reward_source_once_into_the_run(mode, tmp_path, 
     stamp = (source / "config.json").stat().st_mtime_ns
     trainer_rollout.reward_sources(config)  # a second call (a resumed run) reuses it
     assert (source / "config.json").stat().st_mtime_ns == stamp
+
+
+def test_an_online_step_fits_the_outcomes_and_the_env_rewards_with_the_new_pi_phi(implicit):
+    _, path = implicit
+    env = gym.make("textgym/Sentiment-v0", reward_mode="implicit", implicit=str(path), max_new_tokens=8)
+    reward = env.get_wrapper_attr("components")[0]
+    _, info = env.reset(seed=1)
+    prompt_ids = np.asarray(env.unwrapped.mdp.encode(info["prompt"])[0])
+    good, bad = Rollout(prompt_ids, np.array([11, 12, 13]), 1.0), Rollout(prompt_ids, np.array([21, 22, 23]), -1.0)
+    losses = [reward.learn([good, bad], lr=1e-3) for _ in range(6)]
+    assert losses[-1] < losses[0]
+    env.reset(seed=1)  # the same prompt, with π_φ's new caches
+    rewards = [env.step(t)[-1]["reward_components"]["implicit_reward"] for t in good.completion_ids]
+    assert sum(rewards) > 0  # the good completion's tokens now earn reward
+    batch = RolloutBatch.of([good], "cpu")
+    with torch.no_grad():
+        expected = 0.05 * log_ratios(reward.policy.model, load_causal_lm("tiny", device="cpu"), batch)[0].numpy()
+    np.testing.assert_allclose(rewards, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_online_implicit_training_resumes_exactly(implicit, tmp_path):
+    _, path = implicit
+    settings = dict(env_id="textgym/Sentiment-v0", reward_mode="implicit", implicit=str(path), implicit_lr=1e-3,
+                    num_envs=8, minibatch_size=8, epochs=1, device="cpu", env_kwargs={"max_new_tokens": 8})
+    direct = Trainer(TrainConfig(out=str(tmp_path / "direct"), steps=150, **settings), progress=False)
+    before = {k: v.clone() for k, v in direct.implicit.policy.model.state_dict().items()}
+    direct.train()
+    first = Trainer(TrainConfig(out=str(tmp_path / "split"), steps=150, **settings), progress=False)
+    first.train(until=60)
+    resumed = Trainer.resume(tmp_path / "split", progress=False)
+    assert 60 <= resumed.steps < 150
+    resumed.train()
+    rows = read_metrics(tmp_path / "direct" / "metrics.csv")
+    assert all(np.isfinite(row["implicit/loss"]) for row in rows)
+    weights = [t.implicit.policy.model.state_dict() for t in (direct, resumed)]
+    assert any(not torch.equal(before[name], weights[0][name]) for name in before)  # π_φ learned online
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_implicit_lr_goes_with_the_implicit_mode_only():
+    with pytest.raises(ValueError, match="implicit_lr must be > 0, with reward_mode 'implicit'"):
+        TrainConfig(reward_mode="sparse", implicit_lr=1e-4)

@@ -6,6 +6,7 @@ A checkpoint directory holds
   adapters and value head);
 - ``optimizer.pt``, ``scheduler.pt``: their state dicts (tensors only: loaded with
   ``weights_only=True``);
+- ``implicit_reward.pt``: with ``implicit_lr``, the online implicit reward's LM and optimizer;
 - ``rng.pt``: torch's global RNG state; ``state.json``: the config, the step and iteration
   counters and the KL controller. The trainer's own randomness (env seeds, token sampling,
   minibatch order) is seeded from (seed, process, iteration), so the counters restore it exactly.
@@ -68,12 +69,13 @@ def read_weights(module: nn.Module, path: Path) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(out: Path, weights: dict[str, torch.Tensor], optimizer_state: Any, scheduler,
-                    state: dict[str, Any]) -> Path:
-    """Write the ``trainable_state`` and ``optimizer_state``, the scheduler, the RNG and ``state``,
-    atomically."""
+                    state: dict[str, Any], tensors: dict[str, Any] | None = None) -> Path:
+    """Write the ``trainable_state`` and ``optimizer_state``, the scheduler, the RNG, ``state`` and
+    ``tensors`` (file name -> state dict), atomically."""
     with atomic_directory(out) as tmp:
         save_file(weights, tmp / WEIGHTS)
-        torch.save(optimizer_state, tmp / "optimizer.pt")
+        for name, value in {"optimizer.pt": optimizer_state, **(tensors or {})}.items():
+            torch.save(value, tmp / name)
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
         (tmp / STATE).write_text(json.dumps(state, indent=1))
@@ -125,14 +127,15 @@ def _readable(path: Path, load):
         raise ValueError(f"checkpoint file {path} is corrupt (truncated?): {type(error).__name__}: {error}") from None
 
 
-def _tensors(path: Path) -> Any:
-    return torch.load(path, weights_only=True)
+def read_tensors(path: Path) -> Any:
+    """A state dict that ``save_checkpoint`` wrote (tensors only), or an error naming the file."""
+    return _readable(path, lambda path: torch.load(path, weights_only=True))
 
 
 def load_checkpoint(checkpoint: Path, policy: nn.Module, optimizer, scheduler) -> None:
     checkpoint = Path(checkpoint)
     weights = read_weights(policy, checkpoint / WEIGHTS)
-    optimizer_state = _readable(checkpoint / "optimizer.pt", _tensors)
+    optimizer_state = read_tensors(checkpoint / "optimizer.pt")
     if is_sharded(policy):  # each process keeps its shards of the whole tensors
         options = StateDictOptions(full_state_dict=True, strict=False)
         set_model_state_dict(policy, weights, options=options)
@@ -140,5 +143,5 @@ def load_checkpoint(checkpoint: Path, policy: nn.Module, optimizer, scheduler) -
     else:
         policy.load_state_dict(weights, strict=False)
         optimizer.load_state_dict(optimizer_state)
-    scheduler.load_state_dict(_readable(checkpoint / "scheduler.pt", _tensors))
-    torch.set_rng_state(_readable(checkpoint / "rng.pt", _tensors)["torch"])
+    scheduler.load_state_dict(read_tensors(checkpoint / "scheduler.pt"))
+    torch.set_rng_state(read_tensors(checkpoint / "rng.pt")["torch"])

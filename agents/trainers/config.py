@@ -57,6 +57,8 @@ class TrainConfig:
                                        "into OUT/potential first")
     implicit: str | None = knob(None, "reward_mode implicit: a trained implicit-reward dir; unset: one is trained "
                                       "into OUT/implicit first")
+    implicit_lr: float | None = knob(None, "reward_mode implicit: after every rollout, one PRIME step on the implicit "
+                                           "reward's LM at this lr, from the rollout's scores; unset: it stays as trained")
     env_kwargs: dict[str, Any] = knob(dict, "more gym.make_vec arguments, as a JSON object")
     num_envs: int = knob(32, "episodes per iteration and process")
 
@@ -156,6 +158,8 @@ class TrainConfig:
             if getattr(self, name) is not None and self.reward_mode != mode:
                 raise ValueError(f"{name} ({getattr(self, name)!r}) is the trained source of reward_mode {mode!r}; "
                                  f"got reward_mode {self.reward_mode!r}")
+        if self.implicit_lr is not None and not (self.reward_mode == "implicit" and self.implicit_lr > 0):
+            fail("implicit_lr", "> 0, with reward_mode 'implicit' (or None)")
         if not isinstance(self.env_kwargs, dict) or {"split", "reward_mode", *TRAINED_SOURCES.values()} & set(self.env_kwargs):
             fail("env_kwargs", "a dict of gym.make_vec arguments (reward_mode, potential and implicit are fields; the trainer "
                  "trains on split='train' and samples from 'test')")

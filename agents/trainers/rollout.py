@@ -39,6 +39,7 @@ import torch
 from textgym import CONVERSATION_NAMES
 from textgym.models.sampling import HFSampler, Sampler, Sampling, env_prompts, play_conversations, sample_for
 from textgym.rewards import ImplicitConfig, PotentialConfig, implicit, potential, train_implicit_reward, train_potential
+from textgym.rewards.rollouts import Rollout as FinishedRollout
 from textgym.tasks import TASKS, TRAINED_SOURCES
 
 
@@ -77,6 +78,13 @@ class Batch:
         width = int(mask[:, prompt_width:].sum(1).max())
         columns = slice(prompt_width - longest_prompt, prompt_width + width)
         return self.ids[rows, columns], mask[:, columns], width
+
+    def rollouts(self) -> list[FinishedRollout]:
+        """Each single-turn episode as prompt and completion ids (no padding) with its score."""
+        prompt_width = self.ids.shape[1] - self.completion_tokens
+        ids, mask = self.ids.cpu().numpy(), self.mask.cpu().bool().numpy()
+        return [FinishedRollout(row[:prompt_width][real[:prompt_width]], row[prompt_width:][real[prompt_width:]], score)
+                for row, real, score in zip(ids, mask, self.scores.tolist())]
 
 
 TASK_IDS = {task.env_id for task in TASKS.values()}

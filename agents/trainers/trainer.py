@@ -7,7 +7,8 @@ Each iteration:
 2. **Score the batch.** One forward over the full sequences gives the log-probs (and values) of
    every completion token; one more gives the reference's log-probs, and so the per-token KL.
 3. **Update.** The algorithm (``ppo.py``, ``grpo.py``, ``rloo.py``) turns the batch into targets,
-   then ``epochs`` passes of shuffled minibatches minimise its loss.
+   then ``epochs`` passes of shuffled minibatches minimise its loss. With ``implicit_lr``, the
+   env's implicit reward then takes one PRIME step on the batch's scores.
 4. **Log and checkpoint.** A row of stable metrics; a checkpoint every ``checkpoint_every``
    iterations and at the end.
 
@@ -41,8 +42,8 @@ import torch
 
 from agents.trainers.algorithms import ALGORITHMS
 from agents.trainers.checkpoint import (
-    STATE, check_new_run, last_checkpoint, load_checkpoint, optimizer_state, read_state, save_checkpoint,
-    trainable_state,
+    STATE, check_new_run, last_checkpoint, load_checkpoint, optimizer_state, read_state, read_tensors,
+    save_checkpoint, trainable_state,
 )
 from agents.trainers.config import TrainConfig
 from agents.trainers.core import kl_estimate, masked_mean
@@ -54,6 +55,9 @@ from agents.trainers.sharding import full_weights, is_sharded, shard, whole
 from textgym.models import load_tokenizer, save_pretrained_atomically
 from textgym.models.cache import check_positions
 from textgym.models.sampling import HFSampler
+from textgym.rewards import ImplicitTokenReward
+
+IMPLICIT_STATE = "implicit_reward.pt"  # the online implicit reward, in a checkpoint
 
 
 
@@ -81,6 +85,7 @@ class Trainer:
         self.envs = make_envs(c.env_id, c.num_envs, c.env_kwargs, reward_mode=c.reward_mode, sources=sources)
         self.sampling = Sampling.from_config(c)
         self.rollout = rollout_for(self.envs, self.sampling)
+        self.implicit = self._online_implicit_reward() if c.implicit_lr else None
         self.algo = ALGORITHMS[c.algo](c)
 
         lora = {"r": c.lora_rank, "lora_alpha": c.lora_alpha, "lora_dropout": 0.0} if c.lora else None
@@ -111,6 +116,8 @@ class Trainer:
             self.steps, self.iteration = state["steps"], state["iteration"]
             self.kl.load_state_dict(state["kl"])
             self.algo.load_state_dict(state.get("algo", {}))
+            if self.implicit is not None:
+                self.implicit.load_state_dict(read_tensors(checkpoint / IMPLICIT_STATE), c.implicit_lr)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(self.out, c.steps, resume_step=self.steps if checkpoint else None,
                               enabled=self.accelerator.is_main_process, progress=progress)
@@ -121,6 +128,14 @@ class Trainer:
         checkpoint = last_checkpoint(Path(out))
         config = TrainConfig.from_dict({**read_state(checkpoint)["config"], "out": str(out), **overrides})
         return cls(config, progress=progress, checkpoint=checkpoint)
+
+    def _online_implicit_reward(self) -> ImplicitTokenReward:
+        if self.world > 1:  # each process would fit its own copy to its own rollouts
+            raise ValueError(f"implicit_lr fits the implicit reward in one process; this run has {self.world} processes")
+        found = [part for part in getattr(self.envs, "components", []) if isinstance(part, ImplicitTokenReward)]
+        if not found:
+            raise ValueError(f"implicit_lr fits an ImplicitTokenReward online; {self.config.env_id} has none")
+        return found[0]
 
     @property
     def policy(self) -> TokenPolicy:
@@ -150,6 +165,8 @@ class Trainer:
         kl = torch.zeros_like(mask) if ref is None else kl_estimate(old.logprobs, ref, c.kl_estimator) * mask
         rewards = batch.rewards - self.kl.coef * kl if self.algo.kl_in_reward else batch.rewards
         stats = self._optimize(batch, self.algo.targets(batch, old, rewards, ref))
+        if self.implicit is not None:  # PRIME: π_φ keeps fitting the outcomes; the next rollout uses it
+            stats["implicit/loss"] = self.implicit.learn(batch.rollouts(), c.implicit_lr)
         episode_kl = kl.sum(1)
         tokens = int(self.accelerator.reduce(mask.sum().long(), "sum").item())
         self.steps += tokens
@@ -271,7 +288,8 @@ class Trainer:
             state = {"config": self.config.to_dict(), "steps": self.steps, "iteration": self.iteration,
                      "kl": self.kl.state_dict(), "processes": self.world}
             state["algo"] = self.algo.state_dict()
-            save_checkpoint(checkpoint, weights, optimizer, self.scheduler, state)
+            tensors = {} if self.implicit is None else {IMPLICIT_STATE: self.implicit.state_dict()}
+            save_checkpoint(checkpoint, weights, optimizer, self.scheduler, state, tensors)
         self.accelerator.wait_for_everyone()
         return checkpoint
 

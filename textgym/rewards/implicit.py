@@ -13,6 +13,10 @@ LMs run batched with KV caches, one token's forward each per env per step. It is
 based shaping, so it can change which policy is optimal; with ``ReferenceLogProb``'s KL it is the
 dense reward PRIME trains with.
 
+PRIME also keeps fitting π_φ online, to the outcomes of the policy's own rollouts, so that the
+policy cannot drift to text that π_φ favours but was never checked on. ``ImplicitTokenReward.learn``
+is that step; the batched trainer takes it after every rollout when ``implicit_lr`` is set.
+
 Example:
     >>> import gymnasium as gym, textgym, tempfile
     >>> from textgym.rewards import ImplicitConfig, ImplicitTokenReward, train_implicit_reward
@@ -82,6 +86,15 @@ def log_ratios(lm: PreTrainedModel, reference: PreTrainedModel, batch: RolloutBa
     return logprobs - reference_logprobs
 
 
+def outcome_loss(lm: PreTrainedModel, reference: PreTrainedModel, rollouts: list[Rollout], beta: float,
+                 low: float, high: float, device: torch.device | str) -> torch.Tensor:
+    """PRIME's loss: the cross-entropy between σ(β·Σ_t log π_φ/π_ref) and each rollout's score,
+    rescaled from [low, high] to [0, 1] (and clipped there)."""
+    implicit = beta * log_ratios(lm, reference, RolloutBatch.of(rollouts, device)).sum(1)
+    labels = torch.tensor([(r.score - low) / (high - low) for r in rollouts], device=device).clamp(0, 1)
+    return F.binary_cross_entropy_with_logits(implicit, labels)
+
+
 def train_implicit_reward(env: EnvSource, config: ImplicitConfig | None = None, progress: bool = False,
                           **env_kwargs: Any) -> TrainedImplicitReward:
     """Fit π_φ so that σ(β·Σ_t log π_φ/π_ref) predicts each rollout's score, rescaled to [0, 1].
@@ -100,13 +113,8 @@ def train_implicit_reward(env: EnvSource, config: ImplicitConfig | None = None, 
                          "sample more episodes or at a higher temperature")
 
     lm = load_causal_lm(config.model, device=device)
-
-    def loss(batch: list[Rollout]) -> torch.Tensor:
-        implicit = config.beta * log_ratios(lm, reference, RolloutBatch.of(batch, device)).sum(1)
-        labels = torch.tensor([(r.score - low) / (high - low) for r in batch], device=device).clamp(0, 1)
-        return F.binary_cross_entropy_with_logits(implicit, labels)
-
-    fit(lm, train, loss, config, progress, "fitting π_φ")
+    fit(lm, train, lambda batch: outcome_loss(lm, reference, batch, config.beta, low, high, device), config, progress,
+        "fitting π_φ")
     with torch.no_grad():
         heldout_sums = (config.beta * log_ratios(lm, reference, RolloutBatch.of(heldout, device)).sum(1)).cpu().numpy()
     report = {"correlation_with_score": correlation(heldout_sums, np.array([r.score for r in heldout])),
@@ -136,6 +144,48 @@ class ImplicitTokenReward(TokenReward):
         except (OSError, RuntimeError) as error:
             raise ValueError(f"cannot load π_φ from {str(path)!r} ({error}): truncated? train it again") from None
         self.reference = ActionLogProbs(self.record["reference"] if ref is None else ref, self.policy.device)
+        self.optimizer: torch.optim.Optimizer | None = None  # made by the first online step
+
+    def learn(self, rollouts: list[Rollout], lr: float) -> float:
+        """One online PRIME step: AdamW at ``lr`` on ``outcome_loss`` of finished ``rollouts`` (the
+        policy's, scored by the env), rescaled as in training. Call it between rollouts: episodes
+        under way keep the KV caches of the old π_φ. Returns the loss.
+
+        Example:
+            >>> import tempfile
+            >>> from textgym.rewards import ImplicitConfig, ImplicitTokenReward, train_implicit_reward
+            >>> from textgym.rewards.rollouts import Rollout
+            >>> config = ImplicitConfig(episodes=16, heldout=8, num_envs=8, epochs=1, device="cpu")
+            >>> path = train_implicit_reward("textgym/Sentiment-v0", config, max_new_tokens=8).save(
+            ...     tempfile.mkdtemp() + "/implicit")
+            >>> reward = ImplicitTokenReward(path)
+            >>> rollout = Rollout(np.array([5, 6]), np.array([7, 8, 9]), score=0.9)
+            >>> reward.learn([rollout], lr=1e-4) > 0
+            True
+        """
+        lm = self.policy.model
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(lm.parameters(), lr=lr)
+        lm.requires_grad_(True)  # in eval mode: no dropout, π_φ learns as it rewards
+        loss = outcome_loss(lm, self.reference.model, rollouts, self.weight, self.record["score_low"],
+                            self.record["score_high"], self.policy.device)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        lm.requires_grad_(False)
+        return loss.item()
+
+    def state_dict(self) -> dict[str, Any]:
+        """π_φ's weights and its online optimizer's state (a trainer checkpoints them)."""
+        return {"weights": self.policy.model.state_dict(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], lr: float) -> None:
+        self.policy.model.load_state_dict(state["weights"])
+        if state["optimizer"] is not None:
+            self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=lr)
+            self.optimizer.load_state_dict(state["optimizer"])
 
     def bind(self, mdp, num_slots: int) -> None:
         super().bind(mdp, num_slots)
