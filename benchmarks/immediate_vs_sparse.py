@@ -4,8 +4,10 @@ reward mode.
 For every task in ``textgym.tasks.TASKS``, PPO and then GRPO train the embedded model in each
 reward mode of ``MODES``, over several seeds: ``"sparse"`` (the task score at the last token),
 ``"immediate"`` (the same score, potential-shaped with the score of the partial text),
-``"learned"`` (shaped with a learned potential), ``"implicit"`` (PRIME's implicit token reward) and,
-on reward-model tasks, ``"attention"`` (the score spread by the reward model's attention).
+``"learned"`` (shaped with a learned potential), ``"implicit"`` (PRIME's implicit token reward),
+``"online"`` (the same, its π_φ also fitted to every rollout's scores at the run's learning rate, as
+PRIME does: ``TrainConfig.implicit_lr``) and, on reward-model tasks, ``"attention"`` (the score
+spread by the reward model's attention).
 Within a task everything else is equal, including the KL penalty to the base model; the tasks
 sparse reward learns slowly (Keywords, Arithmetic) get their own learning rate, batch and budget
 (``TASK_HYPERPARAMETERS``, ``study_tokens``) so that sparse reward can reach the threshold. The two
@@ -39,6 +41,7 @@ with a ±1 std band).
 
     python benchmarks/immediate_vs_sparse.py                    # the study: about 3 hours on 2 cores
     python benchmarks/immediate_vs_sparse.py --tasks Keywords --update   # re-run one task, keep the others
+    python benchmarks/immediate_vs_sparse.py --tasks Keywords --algos grpo --modes online --update  # one cell
     python benchmarks/immediate_vs_sparse.py --quick            # a smoke run: 1 seed, tiny budgets
 """
 
@@ -49,6 +52,7 @@ import json
 import os
 import tempfile
 import time
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import product
@@ -62,8 +66,9 @@ from common import (
 from textgym.tasks import TASKS
 
 ALGOS = ("ppo", "grpo")
-MODES = ("sparse", "immediate", "learned", "implicit", "attention")
-COLORS = dict(zip(MODES, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
+MODES = ("sparse", "immediate", "learned", "implicit", "online", "attention")
+COLORS = dict(zip(MODES, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:brown", "tab:purple")))
+ONLINE = "online"  # reward_mode "implicit" with implicit_lr: not an env mode, a trainer setting
 
 
 def modes(task: str) -> list[str]:
@@ -71,6 +76,11 @@ def modes(task: str) -> list[str]:
     from textgym.rewards import RewardModelScore
 
     return [m for m in MODES if m != "attention" or isinstance(TASKS[task].scorer(), RewardModelScore)]
+
+
+def env_mode(mode: str) -> str:
+    """The env's ``reward_mode`` of a study mode."""
+    return "implicit" if mode == ONLINE else mode
 HYPERPARAMETERS = dict(lr=3e-5, kl_coef=0.05, num_envs=32, minibatch_size=16, epochs=4, group_size=4,
                        checkpoint_every=10**9)  # no periodic checkpoints: the study only needs the end
 # Tasks that sparse reward learns slowly get the settings with which learnability.py (and its one-seed
@@ -135,11 +145,13 @@ def train_one(run: Run) -> dict:
     from textgym.tasks import TRAINED_SOURCES
 
     start = time.perf_counter()
-    source = TRAINED_SOURCES.get(run.mode)
+    settings = hyperparameters(run.task, run.algo)
+    source = TRAINED_SOURCES.get(env_mode(run.mode))
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(env_id=TASKS[run.task].env_id, algo=run.algo, reward_mode=run.mode, seed=run.seed,
-                             steps=run.steps, out=out, device="cpu", **hyperparameters(run.task, run.algo),
-                             **{source: run.sources[source]} if source else {})
+        config = TrainConfig(env_id=TASKS[run.task].env_id, algo=run.algo, reward_mode=env_mode(run.mode),
+                             seed=run.seed, steps=run.steps, out=out, device="cpu", **settings,
+                             **{source: run.sources[source]} if source else {},
+                             implicit_lr=settings["lr"] if run.mode == ONLINE else None)
         trainer = Trainer(config, progress=False)
         rows, minutes = [], []
         while trainer.steps < run.steps:
@@ -204,12 +216,30 @@ def goals(record: dict) -> dict[str, dict]:
             for task, algos in record["results"].items()}
 
 
+def cell_of(run: dict) -> tuple[str, str, str]:
+    return run["task"], run["algo"], run["mode"]
+
+
 def updated(old: dict, new: dict) -> dict:
-    """``new``'s record with the results of the tasks it did not run kept from ``old`` (``--update``)."""
+    """``old``'s record with ``new``'s cells (task, algorithm, mode) in place of its own, and the
+    cells ``new`` did not run kept (``--update``). Kept and new cells of one task must share its
+    threshold and budget."""
+    ran = {cell_of(r) for r in new["runs"]}
+    kept = [r for r in old["runs"] if cell_of(r) not in ran]
+    for task in {r["task"] for r in kept} & set(new["results"]):
+        for key in ("thresholds", "budgets"):
+            if old[key][task] != new[key][task]:
+                raise ValueError(f"{task}'s {key} entry changed ({old[key][task]} -> {new[key][task]}): re-run all "
+                                 "of its cells, not some")
     record = dict(new)
     for key in PER_TASK:
-        record[key] = {task: v for task, v in old[key].items() if task not in new[key]} | new[key]
-    record["runs"] = [r for r in old["runs"] if r["task"] not in new["results"]] + new["runs"]
+        record[key] = old[key] | new[key]
+    record["results"] = {task: {algo: dict(cells) for algo, cells in by_algo.items()}
+                         for task, by_algo in old["results"].items()}
+    for task, by_algo in new["results"].items():
+        for algo, cells in by_algo.items():
+            record["results"].setdefault(task, {}).setdefault(algo, {}).update(cells)
+    record["runs"] = kept + new["runs"]
     return record
 
 
@@ -246,6 +276,9 @@ def plot_task(task: str, cells: dict[tuple[str, str], list[dict]], threshold: fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                        help="of those that apply to each task")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=128, help="test episodes per run")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiplies every task's token budget")
@@ -267,7 +300,8 @@ def main() -> None:
                                           for name, s in trained.items()), flush=True)
         runs = [Run(task, algo, mode, seed, int(BUDGETS[task] * args.budget_scale), args.episodes,
                     {name: s["path"] for name, s in sources[task].items()})
-                for task in args.tasks for algo, mode, seed in product(ALGOS, modes(task), range(args.seeds))]
+                for task in args.tasks for algo, mode, seed in product(args.algos, modes(task), range(args.seeds))
+                if mode in args.modes]
         for run, result in zip(runs, pool.map(train_one, runs)):
             cells.setdefault((run.task, run.algo, run.mode), []).append(result)
             print(f"{run.name}: test {result['test_score']:.3f}, KL {result['final_kl']:.2f}, "
@@ -280,7 +314,7 @@ def main() -> None:
     print(f"\n{'task':<11}{'algo':<6}{'mode':<10}{'threshold':>10}{'reached':>8}{'tokens to it':>14}{'+ source':>10}"
           f"{'minutes':>8}{'test score':>16}{'KL/episode':>14}")
     for (task, algo, mode), cell in cells.items():
-        source = sources[task].get(TRAINED_SOURCES.get(mode, ""))
+        source = sources[task].get(TRAINED_SOURCES.get(env_mode(mode), ""))
         stats = table.setdefault(task, {}).setdefault(algo, {})[mode] = summarise(cell, limits[task], source)
         tokens, total, took = (stats[k] for k in ("tokens_to_threshold_mean", "tokens_to_threshold_with_source_mean",
                                                   "minutes_to_threshold_mean"))
@@ -291,21 +325,23 @@ def main() -> None:
               f"{stats['final_kl_mean']:>8.2f} ± {stats['final_kl_std']:.2f}")
     budgets = {t: int(BUDGETS[t] * args.budget_scale) for t in args.tasks}
     print(f"\n{len(runs)} runs in {minutes:.1f} min with {args.workers} workers")
-    args.out.mkdir(parents=True, exist_ok=True)
-    for task in args.tasks:
-        plot_task(task, {(a, m): cells[task, a, m] for a, m in product(ALGOS, modes(task))}, limits[task],
-                  args.out / f"immediate_vs_sparse_{task.lower()}.png")
     record = {
         "machine": machine(), "minutes": minutes, "workers": args.workers, "seeds": args.seeds,
         "test_episodes": args.episodes, "smoothing_iterations": SMOOTHING,
         "hyperparameters": {t: {a: hyperparameters(t, a) for a in ALGOS} for t in args.tasks},
         "budgets": budgets, "thresholds": {t: limits[t] for t in args.tasks}, "sources": sources, "results": table,
         "study": dict.fromkeys(args.tasks, {"finished": time.strftime("%Y-%m-%d %H:%M"), "minutes": minutes,
-                                            "tasks": args.tasks}),
+                                            "tasks": args.tasks, "algos": args.algos, "modes": args.modes}),
         "runs": [r for cell in cells.values() for r in cell]}
     path = args.out / "immediate_vs_sparse.json"
     if args.update and path.is_file():
         record = updated(json.loads(path.read_text()), record)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for task in args.tasks:  # from every run of the task, kept ones included
+        task_cells = defaultdict(list)
+        for r in (r for r in record["runs"] if r["task"] == task):
+            task_cells[r["algo"], r["mode"]].append(r)
+        plot_task(task, task_cells, limits[task], args.out / f"immediate_vs_sparse_{task.lower()}.png")
     record["goal"] = goals(record)  # every task's, by today's rule, when others' results were kept
     print("\ngoal: the best dense mode reaches the threshold with <= 0.5x sparse's tokens, not below sparse - 1 std")
     for task, by_algo in record["goal"].items():

@@ -31,7 +31,7 @@ def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path):
     for task, algos in record["results"].items():
         assert set(algos) == {"ppo", "grpo"}
         # attention credit only where the score is a reward model's
-        expected = set(REWARD_MODES) - (set() if isinstance(TASKS[task].scorer(), RewardModelScore) else {"attention"})
+        expected = {*REWARD_MODES, "online"} - (set() if isinstance(TASKS[task].scorer(), RewardModelScore) else {"attention"})
         for modes in algos.values():
             assert set(modes) == expected
             for stats in modes.values():
@@ -39,14 +39,20 @@ def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path):
                 assert isinstance(stats["test_score_mean"], float) and isinstance(stats["final_kl_mean"], float)
         assert all(source["rollout_tokens"] > 0 for source in record["sources"][task].values())
         assert (tmp_path / f"immediate_vs_sparse_{task.lower()}.png").stat().st_size > 0
-    assert {r["mode"] for r in record["runs"]} == set(REWARD_MODES)
+    assert {r["mode"] for r in record["runs"]} == {*REWARD_MODES, "online"}
     assert all(r["steps"][-1] >= record["budgets"][r["task"]] for r in record["runs"])
-    # Re-running one task replaces its results and runs and keeps the others'.
-    run_quick("immediate_vs_sparse.py", tmp_path, "--tasks", "Sentiment", "--update")
+    # Re-running some cells of one task replaces their results and runs and keeps every other cell.
+    run_quick("immediate_vs_sparse.py", tmp_path, "--tasks", "Sentiment", "--algos", "grpo", "--modes", "sparse",
+              "online", "--update")
     updated = json.loads((tmp_path / "immediate_vs_sparse.json").read_text())
     assert set(updated["results"]) == set(TASKS) and len(updated["runs"]) == len(record["runs"])
-    assert updated["study"]["Sentiment"]["tasks"] == ["Sentiment"] != updated["study"]["Keywords"]["tasks"]
+    assert updated["study"]["Sentiment"]["modes"] == ["sparse", "online"]
+    assert updated["study"]["Keywords"]["tasks"] == list(TASKS)
     assert updated["results"]["Keywords"] == record["results"]["Keywords"]
+    assert updated["results"]["Sentiment"]["ppo"] == record["results"]["Sentiment"]["ppo"]
+    assert set(updated["results"]["Sentiment"]["grpo"]) == set(record["results"]["Sentiment"]["grpo"])
+    new_runs = [r for r in updated["runs"] if r not in record["runs"]]
+    assert {(r["task"], r["algo"], r["mode"]) for r in new_runs} == {("Sentiment", "grpo", m) for m in ("sparse", "online")}
 
 
 def test_vs_trl_quick_compares_our_grpo_with_trls(tmp_path):
