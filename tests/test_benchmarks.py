@@ -134,11 +134,12 @@ def test_conversation_learning_quick_trains_every_game_with_ppo_and_grpo(tmp_pat
 def test_conversation_throughput_quick_compares_a_game_with_the_single_turn_rollout(tmp_path):
     run_quick("conversation_throughput.py", tmp_path)
     record = json.loads((tmp_path / "conversation_throughput.json").read_text())
-    assert set(record["results"]) == {"single_turn", "GuessNumber"}
-    game = record["results"]["GuessNumber"]
-    assert game["policy_tokens_per_s"] > 0
-    assert record["ratio_vs_single_turn"]["GuessNumber"] == pytest.approx(
-        game["policy_tokens_per_s"] / record["results"]["single_turn"]["policy_tokens_per_s"])
+    assert set(record["results"]) == {"single_turn", "GuessNumber", "lm_user"}
+    for name in ("GuessNumber", "lm_user"):  # a scripted game, and a model writing the user's replies
+        multi = record["results"][name]
+        assert multi["policy_tokens_per_s"] > 0 and multi["all_tokens_per_s"] > multi["policy_tokens_per_s"]
+        assert record["ratio_vs_single_turn"][name] == pytest.approx(
+            multi["policy_tokens_per_s"] / record["results"]["single_turn"]["policy_tokens_per_s"])
 
 
 def test_learning_quick_trains_and_scores_every_run(tmp_path):
