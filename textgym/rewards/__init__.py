@@ -31,6 +31,7 @@ from textgym.scorers.learned import SequenceClassifierScore, classifier_logits, 
 from textgym.rewards.attention import AttentionCredit
 from textgym.rewards.implicit import ImplicitConfig, ImplicitTokenReward, TrainedImplicitReward, train_implicit_reward
 from textgym.rewards.potential import LearnedPotential, PotentialConfig, TrainedPotential, train_potential
+from textgym.rewards.rollouts import clipped_step
 
 Pair = tuple[str, str, str]  # (prompt, chosen, rejected)
 PREFERENCE_MODEL = Path(__file__).parent / "preference_model"  # built by build_preference_model
@@ -109,10 +110,7 @@ def train_reward_model(pairs, base: str | Path = "tiny", config: RewardModelConf
         chosen = _rewards(model, tokenizer, [p + c for p, c, _ in batch], config.max_length)
         rejected = _rewards(model, tokenizer, [p + r for p, _, r in batch], config.max_length)
         loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()  # Bradley-Terry
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        clipped_step(loss, model, optimizer)
         losses.append(loss.item())
     return TrainedRewardModel(model.eval(), tokenizer, losses)
 

@@ -44,8 +44,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from textgym.models import load_causal_lm
 from textgym.rewards.rollouts import (
-    EnvSource, FitConfig, Rollout, RolloutBatch, check_source, correlation, fit, read_source, sample_for_fit,
-    save_source, source_record,
+    EnvSource, FitConfig, Rollout, RolloutBatch, check_source, clipped_step, correlation, fit, read_source,
+    sample_for_fit, save_source, source_record,
 )
 from textgym.wrappers.base import Episodes, TokenReward, Transition
 from textgym.wrappers.reference import ActionLogProbs
@@ -165,16 +165,16 @@ class ImplicitTokenReward(TokenReward):
         """
         lm = self.policy.model
         if self.optimizer is None:
-            self.optimizer = torch.optim.AdamW(lm.parameters(), lr=lr)
+            self.optimizer = self._online_optimizer(lr)
         lm.requires_grad_(True)  # in eval mode: no dropout, π_φ learns as it rewards
         loss = outcome_loss(lm, self.reference.model, rollouts, self.weight, self.record["score_low"],
                             self.record["score_high"], self.policy.device)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        clipped_step(loss, lm, self.optimizer)
         lm.requires_grad_(False)
         return loss.item()
+
+    def _online_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.policy.model.parameters(), lr=lr)
 
     def state_dict(self) -> dict[str, Any]:
         """π_φ's weights and its online optimizer's state (a trainer checkpoints them)."""
@@ -184,7 +184,7 @@ class ImplicitTokenReward(TokenReward):
     def load_state_dict(self, state: dict[str, Any], lr: float) -> None:
         self.policy.model.load_state_dict(state["weights"])
         if state["optimizer"] is not None:
-            self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=lr)
+            self.optimizer = self._online_optimizer(lr)
             self.optimizer.load_state_dict(state["optimizer"])
 
     def bind(self, mdp, num_slots: int) -> None:

@@ -166,6 +166,14 @@ class RolloutBatch:
         return torch.log_softmax(picked, -1).gather(2, actions[..., None]).squeeze(-1) * real, real
 
 
+def clipped_step(loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Backpropagate ``loss``, clip ``module``'s gradient norm to 1 and take one ``optimizer`` step."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def fit(module: torch.nn.Module, rollouts: list[Rollout], loss: Callable[[list[Rollout]], torch.Tensor],
         config: FitConfig, progress: bool, desc: str) -> list[float]:
     """AdamW on ``loss`` of shuffled batches of ``rollouts`` for ``config.epochs``; the losses."""
@@ -181,10 +189,7 @@ def fit(module: torch.nn.Module, rollouts: list[Rollout], loss: Callable[[list[R
             order = rng.permutation(len(rollouts))
             for start in range(0, len(rollouts), config.batch_size):
                 value = loss([rollouts[i] for i in order[start : start + config.batch_size]])
-                value.backward()
-                torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                clipped_step(value, module, optimizer)
                 losses.append(value.item())
                 bar.update()
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
