@@ -59,6 +59,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -92,14 +93,17 @@ def optimizer_steps(generations: int, shape: Shape) -> int:
 Trained = tuple[torch.nn.Module, int, int, float]  # the model, generated tokens, optimizer steps, seconds
 
 
-def train_textgym(algo: str, model_dir: str, generations: int, seed: int, shape: Shape = Shape()) -> Trained:
+def train_textgym(algo: str, model_dir: str, generations: int, seed: int, shape: Shape = Shape(),
+                  **overrides: Any) -> Trained:
+    """``overrides``: more ``TrainConfig`` fields (``trainer_memory.py`` turns one off)."""
     from agents.trainers import TrainConfig, Trainer
 
     config = TrainConfig(env_id=ENV_ID, algo=algo, model=model_dir,
                          env_kwargs={"tokenizer": model_dir, "max_new_tokens": shape.new_tokens},
                          reward_mode="sparse", num_envs=shape.completions, group_size=GROUP,
                          minibatch_size=shape.minibatch, epochs=shape.epochs, lr=LR, kl_coef=KL_COEF, seed=seed,
-                         gradient_checkpointing=shape.gradient_checkpointing, steps=10**12, out=tempfile.mkdtemp())
+                         gradient_checkpointing=shape.gradient_checkpointing, steps=10**12, out=tempfile.mkdtemp(),
+                         **overrides)
     trainer = Trainer(config, progress=False)
     updates = []
     trainer.optimizer.optimizer.register_step_post_hook(lambda *_: updates.append(1))

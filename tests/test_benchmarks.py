@@ -155,13 +155,15 @@ def test_trainer_memory_quick_runs_each_contender_in_its_own_process(tmp_path):
     record = json.loads((tmp_path / "trainer_memory.json").read_text())
     contenders = record["contenders"]
     assert set(contenders) == {"lora_without_reference", "lora_with_kl", "full_with_kl", "textgym_grpo", "trl_grpo",
-                               "textgym_grpo_fixed_mmap", "trl_grpo_fixed_mmap"}
+                               "textgym_grpo_glibc_default", "textgym_grpo_fixed_mmap", "trl_grpo_fixed_mmap"}
     assert contenders["lora_with_kl"]["trainable_parameters"] < contenders["full_with_kl"]["trainable_parameters"]
     assert record["ratio_lora_kl_vs_no_reference"] > 0
     # our GRPO and TRL's took one pass over one generation of the same shape
     assert contenders["textgym_grpo"]["optimizer_steps"] == contenders["trl_grpo"]["optimizer_steps"] == 2
     assert record["peak_memory_ratio_vs_trl"] == pytest.approx(
         contenders["textgym_grpo"]["peak_mib"] / contenders["trl_grpo"]["peak_mib"])
+    assert record["peak_memory_ratio_vs_trl_glibc_default"] == pytest.approx(
+        contenders["textgym_grpo_glibc_default"]["peak_mib"] / contenders["trl_grpo"]["peak_mib"])
     assert record["peak_memory_ratio_vs_trl_fixed_mmap"] == pytest.approx(
         contenders["textgym_grpo_fixed_mmap"]["peak_mib"] / contenders["trl_grpo_fixed_mmap"]["peak_mib"])
 

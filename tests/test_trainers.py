@@ -584,3 +584,48 @@ def test_gradient_checkpointing_recomputes_the_layers_and_trains_the_same_weight
     plain, checkpointed = (runs[flag].policy.state_dict() for flag in (False, True))
     for name, weight in plain.items():
         torch.testing.assert_close(checkpointed[name], weight, atol=1e-5, rtol=1e-4, msg=name)
+
+
+FRAGMENTED_HEAP = """
+import sys, torch
+from agents.trainers.allocator import fix_mmap_threshold
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+if sys.argv[1] == "fix":
+    assert fix_mmap_threshold()
+x = torch.ones(8 * 2**20 // 4); del x  # a freed 8 MiB block: glibc's dynamic threshold rises past 1 MiB
+before = rss_mib()
+big, small = [], []
+for _ in range(200):  # 1 MiB blocks, each followed by a 100 kB block (heap-served) that stays
+    big.append(torch.ones(2**20 // 4)); small.append(torch.ones(25_000))
+del big
+print(rss_mib() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc; RSS read from /proc")
+def test_a_fixed_mmap_threshold_returns_freed_blocks_to_the_os():
+    def kept_mib(mode: str) -> float:
+        out = subprocess.run([sys.executable, "-c", FRAGMENTED_HEAP, mode], capture_output=True, text=True, check=True,
+                             env={k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"},
+                             cwd=Path(__file__).parent.parent)
+        return float(out.stdout.split()[-1])
+
+    # 20 MiB stay live; of the 200 MiB freed, glibc's default keeps the holes between them.
+    assert kept_mib("fix") < 30
+    assert kept_mib("default") > 100
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_the_trainer_fixes_the_threshold_on_cpu_unless_told_not_to(tmp_path, monkeypatch, release):
+    calls = []
+    monkeypatch.setattr("agents.trainers.trainer.fix_mmap_threshold", lambda: calls.append(1))
+    Trainer(small_config(tmp_path, release_freed_memory=release), progress=False)
+    assert len(calls) == release
+
+
+def test_release_freed_memory_stands_aside_for_the_users_own_setting(monkeypatch):
+    from agents.trainers.allocator import fix_mmap_threshold
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert not fix_mmap_threshold()

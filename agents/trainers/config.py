@@ -52,6 +52,8 @@ class TrainConfig:
                              "full fine-tuning only")
     gradient_checkpointing: bool = knob(False, "recompute each layer's activations in the backward pass instead of "
                                                "keeping them: less memory, about a third more compute")
+    release_freed_memory: bool = knob(True, "CPU: glibc's malloc hands large freed blocks back to the OS instead of "
+                                             "keeping them (agents.trainers.allocator): lower peak memory")
     reward_mode: str = knob("immediate", f"task envs: one of {', '.join(REWARD_MODES)} (sparse: the score at the end)")
     potential: str | None = knob(None, "reward_mode learned: a `textgym potential` dir; unset: one is trained "
                                        "into OUT/potential first")

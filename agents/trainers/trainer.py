@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from agents.trainers.algorithms import ALGORITHMS
+from agents.trainers.allocator import fix_mmap_threshold
 from agents.trainers.checkpoint import (
     STATE, check_new_run, last_checkpoint, load_checkpoint, optimizer_state, read_state, read_tensors,
     save_checkpoint, trainable_state,
@@ -79,6 +80,8 @@ class Trainer:
         self.config = c = config
         self.out = Path(c.out)
         self.accelerator = Accelerator(cpu=c.device == "cpu")
+        if c.release_freed_memory and self.accelerator.device.type == "cpu":
+            fix_mmap_threshold()
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         with self.accelerator.main_process_first():  # the main process trains a reward source once
             sources = reward_sources(c, progress and self.accelerator.is_main_process)
