@@ -109,6 +109,8 @@ def chunked_logprobs(hidden: torch.Tensor, head: nn.Module, tokens: torch.Tensor
     logits into action logits (temperature, masks). The rows go through the LM head in chunks of
     ``LOGITS_PER_CHUNK`` logits; under autograd each chunk is checkpointed, so its logits are
     recomputed in the backward pass instead of kept: memory grows with H, not with the vocabulary.
+    Rows that fit in one chunk are not checkpointed: keeping that chunk's logits holds no more than
+    the forward pass does anyway, and the recomputation would be pure cost.
 
     Example:
         >>> head = nn.Linear(4, 50_000, bias=False)
@@ -123,7 +125,8 @@ def chunked_logprobs(hidden: torch.Tensor, head: nn.Module, tokens: torch.Tensor
     def chunk(start: int, h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return token_logprobs(cut(head(h).float(), slice(start, start + len(h))), t)
 
+    recompute = torch.is_grad_enabled() and len(hidden) > step
     parts = [checkpoint(chunk, start, hidden[start : start + step], tokens[start : start + step], use_reentrant=False)
-             if torch.is_grad_enabled() else chunk(start, hidden[start : start + step], tokens[start : start + step])
+             if recompute else chunk(start, hidden[start : start + step], tokens[start : start + step])
              for start in range(0, len(hidden), step)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

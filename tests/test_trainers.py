@@ -569,6 +569,20 @@ def test_chunked_logprobs_match_the_full_logits_and_their_gradients(monkeypatch)
     torch.testing.assert_close(grad, expected_grad, atol=2e-6 * scale, rtol=1e-4)
 
 
+@pytest.mark.parametrize("rows_per_chunk, head_calls", [(100, 1), (5, 2 * 4)])
+def test_the_lm_head_runs_again_in_the_backward_pass_only_when_the_rows_need_several_chunks(
+        monkeypatch, rows_per_chunk, head_calls):
+    import agents.lm
+
+    head, calls = torch.nn.Linear(8, 50, bias=False), []
+    head.register_forward_hook(lambda *_: calls.append(1))
+    monkeypatch.setattr(agents.lm, "LOGITS_PER_CHUNK", rows_per_chunk * 50)
+    hidden = torch.randn(20, 8, requires_grad=True)
+    logprobs, entropy = agents.lm.chunked_logprobs(hidden, head, torch.randint(0, 50, (20,)), lambda x, rows: x)
+    (logprobs.sum() + entropy.sum()).backward()
+    assert len(calls) == head_calls  # one chunk of 20 rows; or 4 chunks of 5, each run again
+
+
 def test_gradient_checkpointing_recomputes_the_layers_and_trains_the_same_weights(tmp_path):
     """Checkpointed layers run again in the backward pass; sampling keeps its KV cache (no grad there)
     and an iteration's weights are those of a run that keeps the activations."""
