@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -94,16 +95,22 @@ def hidden_states(lm: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch
     return out.hidden_states[-1]
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of ``tokens`` under ``logits`` and the entropies of those distributions."""
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, entropy_grad: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of ``tokens`` under ``logits`` and the entropies of those distributions (without a
+    gradient unless ``entropy_grad``: a loss that leaves the entropy out would never free what
+    autograd saved for it, a [rows, vocab] tensor or two)."""
     logp = torch.log_softmax(logits, dim=-1)
-    entropy = -(logp.exp() * logp).sum(-1)
+    with nullcontext() if entropy_grad else torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), entropy
 
 
 def chunked_logprobs(hidden: torch.Tensor, head: nn.Module, tokens: torch.Tensor,
-                     cut: Callable[[torch.Tensor, slice], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``token_logprobs(cut(head(hidden)), tokens)`` without ever holding the logits of every row.
+                     cut: Callable[[torch.Tensor, slice], torch.Tensor], entropy_grad: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs(cut(head(hidden)), tokens, entropy_grad)`` without ever holding the logits of
+    every row.
 
     ``hidden`` is (rows, H) and ``tokens`` (rows,); ``cut(logits, rows)`` turns a chunk's LM
     logits into action logits (temperature, masks). The rows go through the LM head in chunks of
@@ -123,7 +130,7 @@ def chunked_logprobs(hidden: torch.Tensor, head: nn.Module, tokens: torch.Tensor
     step = max(1, LOGITS_PER_CHUNK // head.weight.shape[0])
 
     def chunk(start: int, h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return token_logprobs(cut(head(h).float(), slice(start, start + len(h))), t)
+        return token_logprobs(cut(head(h).float(), slice(start, start + len(h))), t, entropy_grad)
 
     recompute = torch.is_grad_enabled() and len(hidden) > step
     parts = [checkpoint(chunk, start, hidden[start : start + step], tokens[start : start + step], use_reentrant=False)

@@ -33,6 +33,7 @@ class Algorithm:
     uses_values: bool = False  # the policy needs a value head
     kl_in_reward: bool = True  # the KL penalty is a per-token reward; else the loss adds it
     grouped: bool = False  # each prompt is sampled ``group_size`` times, in adjacent rows
+    trains_entropy: bool = False  # the loss differentiates the policy's entropy
 
     def __init__(self, config: TrainConfig):
         self.config = config

@@ -46,13 +46,14 @@ def completion_hidden(lm: nn.Module, ids: torch.Tensor, mask: torch.Tensor, comp
 
 
 def completion_logprobs(lm: nn.Module, hidden: torch.Tensor, tokens: torch.Tensor,
-                        cut: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                        cut: Callable[[torch.Tensor], torch.Tensor], entropy_grad: bool = True
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies (B, T) of ``tokens`` (B, T) after ``hidden`` (B, T, H), with ``cut``
     turning LM logits into action logits; chunked (``agents.lm.chunked_logprobs``)."""
     batch, steps = tokens.shape
     with autocast(hidden.device):
         logprobs, entropy = chunked_logprobs(hidden.reshape(batch * steps, -1), lm.get_output_embeddings(),
-                                             tokens.reshape(-1), lambda logits, rows: cut(logits))
+                                             tokens.reshape(-1), lambda logits, rows: cut(logits), entropy_grad)
     return logprobs.view(batch, steps), entropy.view(batch, steps)
 
 
@@ -99,10 +100,13 @@ class TokenPolicy(nn.Module):
     def uses_lora(self) -> bool:
         return hasattr(self.lm, "disable_adapter")
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int) -> TokenOutputs:
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, completion_tokens: int,
+                entropy_grad: bool = True) -> TokenOutputs:
+        """``entropy_grad``: whether the loss differentiates the entropy (``Algorithm.trains_entropy``)."""
         with train_mode(self.lm) if self.gradient_checkpointing else nullcontext():
             hidden = completion_hidden(self.lm, ids, mask, completion_tokens)
-        logprobs, entropy = completion_logprobs(self.lm, hidden, ids[:, -completion_tokens:], self.action_logits)
+        logprobs, entropy = completion_logprobs(self.lm, hidden, ids[:, -completion_tokens:], self.action_logits,
+                                                entropy_grad)
         values = None if self.value_head is None else self.value_head(hidden.float()).squeeze(-1)
         return TokenOutputs(logprobs, values, entropy)
 

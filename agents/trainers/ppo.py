@@ -76,6 +76,10 @@ class PPO(Algorithm):
         return {"old_logprobs": old.logprobs, "old_values": old.values, "advantages": advantages,
                 "returns": returns}
 
+    @property
+    def trains_entropy(self) -> bool:
+        return self.config.ent_coef != 0
+
     def state_dict(self) -> dict:
         return {"returns": self.returns.state_dict()}
 

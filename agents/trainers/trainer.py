@@ -222,7 +222,7 @@ class Trainer:
             for rows in order.split(c.minibatch_size):
                 ids, mask, width = batch.minibatch(rows)
                 completion_mask = batch.completion_mask[rows, :width]
-                new = self.model(ids, mask, width)
+                new = self.model(ids, mask, width, entropy_grad=self.algo.trains_entropy)
                 loss, step_stats = self.algo.loss(new, {k: v[rows, :width] for k, v in targets.items()},
                                                   completion_mask, self.kl.coef)
                 self.optimizer.zero_grad()
