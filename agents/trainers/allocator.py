@@ -5,7 +5,7 @@ glibc serves large blocks with ``mmap`` (returned to the OS when freed) and smal
 large block freed, up to 32 MiB, so once a training step has freed its activations, later tensors
 come from the heap and the heap keeps them after they are freed: the process's memory grows by what
 no tensor holds. Setting the threshold (``mallopt``) turns that rise off. At 4 MiB, a 124M-parameter
-model's GRPO step peaked at 4.0 GB of RSS against 6.5 GB by default (``benchmarks/trainer_memory.py``),
+model's GRPO step peaked at 3.3 GB of RSS against 6.1 GB by default (``benchmarks/trainer_memory.py``),
 as at glibc's 128 KiB, but at 128 KiB every mid-sized tensor of a small model is mmapped and unmapped
 again: "tiny"'s GRPO loop ran 1.5x slower, while at 4 MiB it runs as fast as by default. The heap's
 trim threshold is set too (64 MiB; setting the mmap threshold freezes it, at 128 KiB unless glibc had
