@@ -48,6 +48,7 @@ AGAINST_TRL = {"textgym_grpo": lambda model, shape: train_textgym("grpo", model,
                "trl_grpo": lambda model, shape: train_trl(model, 1, 0, shape)}
 GLIBC_DEFAULT = {"textgym_grpo_glibc_default": lambda model, shape: train_textgym("grpo", model, 1, 0, shape,
                                                                                   release_freed_memory=False)}
+GRPO_RUNS = AGAINST_TRL | GLIBC_DEFAULT
 FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # glibc: no dynamic threshold, large blocks go back when freed
 # Activation checkpointing on both sides: TRL's default, and what a user short of memory turns on.
 TRL_SHAPE = Shape(completions=64, new_tokens=128, epochs=1, gradient_checkpointing=True)
@@ -60,8 +61,8 @@ def run_one(model: str, name: str, iterations: int, num_envs: int, quick: bool) 
     from agents.trainers import TrainConfig, Trainer
 
     warnings.filterwarnings("ignore")
-    if name in AGAINST_TRL | GLIBC_DEFAULT:
-        _, tokens, updates, _ = (AGAINST_TRL | GLIBC_DEFAULT)[name](model, QUICK_TRL_SHAPE if quick else TRL_SHAPE)
+    if name in GRPO_RUNS:
+        _, tokens, updates, _ = GRPO_RUNS[name](model, QUICK_TRL_SHAPE if quick else TRL_SHAPE)
         return {"peak_mib": peak_memory_mib(), "generated_tokens": tokens, "optimizer_steps": updates}
     config = TrainConfig(env_id="textgym/Sentiment-v0", model=model, num_envs=num_envs, minibatch_size=num_envs // 2,
                          steps=10**9, out=tempfile.mkdtemp(), env_kwargs={"tokenizer": model}, reward_mode="sparse",
