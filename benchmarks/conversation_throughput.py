@@ -9,8 +9,8 @@ tokens per second (the other side's tokens are not counted) of:
   multi-turn game: every round the sampler writes one turn of every running conversation, then
   each env steps through its turn and appends the other side's reply;
 - ``lm_user``: the same against ``LanguageModelUser``, the "tiny" model writing the customer's
-  replies (Customer's openings, 4 turns, 24 tokens a turn each side), batched across the 64 envs:
-  the cost of a simulated user that is a model, not a script.
+  replies (Customer's openings, 4 turns, 24 tokens a turn each side), batched across the 64 envs,
+  its KV cache kept from round to round: the cost of a simulated user that is a model, not a script.
 
 ``ratio_vs_single_turn`` per game = its policy tokens per second / single_turn's. Goal: >= 0.8.
 ``all_tokens_per_s`` also counts the other side's tokens, which the model must read as well.

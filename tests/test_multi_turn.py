@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 import textgym  # noqa: F401
 from textgym.envs import MultiTurnTextEnv, MultiTurnTextVectorEnv, Scripted
-from textgym.models import tiny_path
+from textgym.models import load_causal_lm, tiny_path
 
 from tests.helpers import TurnSampler
 
@@ -129,8 +129,8 @@ def test_a_language_model_user_answers_the_turns_that_end_together_in_one_batch(
 
     user = LanguageModelUser(["My parcel never arrived.", "My laptop is broken."], max_reply_tokens=6)
     calls = []
-    sample = user.sampler.sample
-    user.sampler.sample = lambda ids, *args, **kwargs: calls.append(len(ids)) or sample(ids, *args, **kwargs)
+    rows_for = user._rows_for
+    user._rows_for = lambda conversations, reads: calls.append(len(conversations)) or rows_for(conversations, reads)
 
     def play(seed):
         envs = MultiTurnTextVectorEnv(4, user, max_turns=3)
@@ -153,6 +153,36 @@ def test_a_language_model_user_answers_the_turns_that_end_together_in_one_batch(
     envs = MultiTurnTextVectorEnv(4, user, max_turns=2)
     played = first_conversations(HFSampler(user.sampler.model), envs.envs, seed=0)
     assert sum(calls) == sum(info["turn"] for info in played) and max(calls) > 1
+
+
+def test_a_language_model_user_keeps_its_cache_between_rounds_and_replies_as_without_it():
+    """In the trainer's rollout each round answers the conversations still running: the user's model
+    runs only the new turns' tokens, and writes what it writes when it reads every token again."""
+    from textgym.envs import LanguageModelUser
+    from textgym.models.sampling import HFSampler, first_conversations
+
+    def play(user):
+        read = []
+        hook = user.sampler.model.register_forward_pre_hook(lambda m, a, kw: read.append(kw["input_ids"].numel()),
+                                                            with_kwargs=True)
+        envs = MultiTurnTextVectorEnv(4, user, max_turns=4, max_turn_tokens=6)
+        played = first_conversations(HFSampler(load_causal_lm("tiny", device="cpu")), envs.envs, seed=0)
+        hook.remove()
+        return [info["transcript"] for info in played], sum(read)
+
+    openings = ["My parcel never arrived.", "My laptop is broken.", "I want a refund."]
+    cached, read_cached = play(LanguageModelUser(openings, max_reply_tokens=8))
+    fresh_user = LanguageModelUser(openings, max_reply_tokens=8)
+    rows_for = fresh_user._rows_for
+
+    def fresh_rows(conversations, reads):
+        fresh_user._session = None  # forget the cache: every token runs again
+        return rows_for(conversations, reads)
+
+    fresh_user._rows_for = fresh_rows
+    fresh, read_fresh = play(fresh_user)
+    assert cached == fresh and max(len(t) for t in cached) >= 7  # several replies each
+    assert read_cached < 0.6 * read_fresh
 
 
 def test_bad_conversations_are_clear_errors():

@@ -32,7 +32,9 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+from weakref import WeakKeyDictionary
 
 import gymnasium as gym
 import numpy as np
@@ -100,17 +102,32 @@ class Scripted:
         return ScriptedConversation(self.conversations[int(rng.integers(len(self.conversations)))], self.respond)
 
 
+@dataclass
+class _Read:
+    """What a ``LanguageModelUser``'s model has read and written in one conversation: ``ids``, of
+    which the first ``cached`` are in its KV cache, and the transcript's first ``messages`` in them."""
+
+    ids: list[int] = field(default_factory=list)
+    cached: int = 0
+    messages: int = 0
+
+
 class LanguageModelUser:
     """An interlocutor factory whose replies a frozen causal LM writes, as the user: it continues the
     transcript (rendered by the model's chat template) after a user marker, up to the end-of-turn
-    token or ``max_reply_tokens``, sampling with a KV cache (``HFSampler``) from a generator seeded
-    by the env's. ``judge(messages) -> (score, done)`` scores each policy turn (default: 0, never
-    done: the env's ``max_turns`` ends the episode).
+    token or ``max_reply_tokens``, sampling from a generator seeded by the env's. ``judge(messages)
+    -> (score, done)`` scores each policy turn (default: 0, never done: the env's ``max_turns`` ends
+    the episode).
 
     ``reply_all`` writes the replies of several conversations in one batch: a vector env
     (``MultiTurnTextVectorEnv``) and the trainer's rollout ask it for every turn that ends at one
     step. A batch draws from its first conversation's generator, so a vector env's replies follow
     from its seeds but differ from those of single envs with the same seeds.
+
+    The model keeps its KV cache from one batch to the next (``HFSampler.session``) while a batch's
+    conversations are among the previous batch's, as in the trainer's rollout, where every round
+    answers the conversations still running: then only the new turn's tokens run. The model reads
+    its own replies as it sampled them, not as the transcript's text would tokenize again.
 
     Example:
         >>> env = MultiTurnTextEnv(LanguageModelUser(["My parcel never arrived."]), max_turns=2)
@@ -137,28 +154,60 @@ class LanguageModelUser:
         self.judge = judge or (lambda messages: (0.0, False))
         self.max_reply_tokens = max_reply_tokens
         self.processors = Sampling(temperature).processors(len(self.tokenizer))
+        self._reads: WeakKeyDictionary[ScriptedConversation, _Read] = WeakKeyDictionary()
+        self._session, self._rows = None, []  # the KV-cached rows of the last batch, and their conversations
 
     def __call__(self, rng: np.random.Generator) -> ScriptedConversation:
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        return ScriptedConversation(self.openings(rng).opening,
-                                    lambda messages: self._replies([messages], generator)[0], generator)
+        conversation = ScriptedConversation(self.openings(rng).opening,
+                                            lambda messages: self._replies([conversation])[0], generator)
+        self._reads[conversation] = _Read()
+        return conversation
 
     def reply_all(self, conversations: Sequence[ScriptedConversation], saids: Sequence[str]) -> list[Reply]:
         """The replies to the turns ``saids`` of ``conversations`` (this factory's), in one batch."""
         for conversation, said in zip(conversations, saids):
             conversation.hear(said)
-        replies = self._replies([c.messages for c in conversations], conversations[0].generator)
+        replies = self._replies(conversations)
         return [conversation.record(reply) for conversation, reply in zip(conversations, replies)]
 
-    def _replies(self, transcripts: Sequence[list[Message]], generator: torch.Generator) -> list[Reply]:
-        judged = [self.judge(list(messages)) for messages in transcripts]
-        ids, mask = left_padded([[*chat_ids(self.tokenizer, messages, add_generation_prompt=False), self.user]
-                                 for messages in transcripts], pad_id=self.end)
-        out = self.sampler.sample(ids, mask, self.max_reply_tokens, eos_id=self.end, processors=self.processors,
-                                  generator=generator)
-        texts = [self.tokenizer.decode(out.tokens[i, : int(out.lengths[i])].tolist(), skip_special_tokens=True)
-                 for i in range(len(transcripts))]
+    def _replies(self, conversations: Sequence[ScriptedConversation]) -> list[Reply]:
+        judged = [self.judge(list(c.messages)) for c in conversations]
+        reads = [self._read_up(c) for c in conversations]
+        out = self._rows_for(conversations, reads).sample(self.max_reply_tokens, eos_id=self.end,
+                                                           processors=self.processors,
+                                                           generator=conversations[0].generator)
+        texts = []
+        for i, read in enumerate(reads):
+            tokens = out.tokens[i, : int(out.lengths[i])].tolist()
+            read.ids += tokens
+            read.cached, read.messages = len(read.ids), read.messages + 1  # the reply joins the transcript
+            if tokens[-1] != self.end:  # cut at max_reply_tokens: the transcript still ends the turn
+                read.ids.append(self.end)
+            texts.append(self.tokenizer.decode(tokens, skip_special_tokens=True))
         return [Reply(text.strip(), float(score), bool(done)) for text, (score, done) in zip(texts, judged)]
+
+    def _read_up(self, conversation: ScriptedConversation) -> _Read:
+        """The conversation's tokens with its messages since the last reply, then the user marker."""
+        read = self._reads[conversation]
+        read.ids += [*chat_ids(self.tokenizer, conversation.messages[read.messages :], add_generation_prompt=False),
+                     self.user]
+        read.messages = len(conversation.messages)
+        return read
+
+    def _rows_for(self, conversations: Sequence[ScriptedConversation], reads: list[_Read]):
+        """The KV-cached rows to sample the replies from: the last batch's, cut to these conversations
+        and given their new tokens, if it had all of them; else new rows that run every token."""
+        last = {id(c): row for row, c in enumerate(self._rows)}
+        if self._session is not None and all(id(c) in last for c in conversations):
+            index = [last[id(c)] for c in conversations]
+            if index != list(range(len(self._rows))):
+                self._session.keep(index)
+            self._session.append([read.ids[read.cached :] for read in reads])
+        else:
+            self._session = self.sampler.session(*left_padded([read.ids for read in reads], pad_id=self.end))
+        self._rows = list(conversations)
+        return self._session
 
 
 def _asked(ask: Callable[[], Any], interlocutor: Any, what: str) -> Any:
