@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from weakref import WeakKeyDictionary
 
 import gymnasium as gym
@@ -50,6 +50,9 @@ from textgym.envs.vector import _autoreset_mode
 from textgym.models import load_tokenizer
 from textgym.models.cache import left_padded
 from textgym.models.dialogues import END_OF_TURN, ROLES, Reply
+
+if TYPE_CHECKING:  # textgym.models.sampling imports this module
+    from textgym.models.sampling import CachedRows
 
 ObsType = dict[str, np.ndarray]
 
@@ -155,7 +158,8 @@ class LanguageModelUser:
         self.max_reply_tokens = max_reply_tokens
         self.processors = Sampling(temperature).processors(len(self.tokenizer))
         self._reads: WeakKeyDictionary[ScriptedConversation, _Read] = WeakKeyDictionary()
-        self._session, self._rows = None, []  # the KV-cached rows of the last batch, and their conversations
+        self._session: CachedRows | None = None  # the KV-cached rows of the last batch
+        self._rows: list[ScriptedConversation] = []  # and their conversations
 
     def __call__(self, rng: np.random.Generator) -> ScriptedConversation:
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -195,7 +199,7 @@ class LanguageModelUser:
         read.messages = len(conversation.messages)
         return read
 
-    def _rows_for(self, conversations: Sequence[ScriptedConversation], reads: list[_Read]):
+    def _rows_for(self, conversations: Sequence[ScriptedConversation], reads: list[_Read]) -> CachedRows:
         """The KV-cached rows to sample the replies from: the last batch's, cut to these conversations
         and given their new tokens, if it had all of them; else new rows that run every token."""
         last = {id(c): row for row, c in enumerate(self._rows)}
