@@ -76,6 +76,19 @@ def test_rollout_throughput_quick_measures_every_contender(tmp_path):
     assert record["ratio_vs_generate"] == tiny["ratio_vs_generate"] > 0
 
 
+def test_rollout_profile_quick_splits_each_loop_into_parts_that_add_up(tmp_path):
+    run_quick("rollout_profile.py", tmp_path)
+    record = json.loads((tmp_path / "rollout_profile_tiny.json").read_text())
+    results = record["results"]
+    assert set(results) == {"env_rollout", "sampler", "generate"} and record["parts"][-1] == "other"
+    for loop, r in results.items():
+        s = r["seconds"]
+        assert r["tokens_per_s"] > 0 and s["forward"] > 0 and s["attention"] > 0, loop
+        assert s["cache_update"] + s["attention"] < s["forward"] and s["other"] >= 0, loop  # nothing counted twice
+    assert results["env_rollout"]["seconds"]["env"] > 0 == results["sampler"]["seconds"]["env"]
+    assert results["generate"]["seconds"]["draw"] > 0 and results["sampler"]["seconds"]["draw"] > 0
+
+
 def test_env_throughput_quick_reports_both_goals(tmp_path):
     run_quick("env_throughput.py", tmp_path)
     record = json.loads((tmp_path / "env_throughput.json").read_text())
