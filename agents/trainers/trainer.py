@@ -196,12 +196,12 @@ class Trainer:
         # iteration in 25 falls two standard errors below 0). A biased estimate stays below: warn when
         # two iterations in a row are below 0 by more than two standard errors.
         below = row["objective/kl"] < -2 * row["objective/kl_stderr"] and row["objective/kl_per_token"] < -1e-6
-        below_twice, self.kl_below_zero = below and self.kl_below_zero, below
-        if below_twice:
+        if below and self.kl_below_zero:
             warnings.warn(f"the mean KL to the reference is negative ({row['objective/kl']:.4f} +- "
                           f"{row['objective/kl_stderr']:.4f} per episode) at step {self.steps}: the {c.kl_estimator} "
                           "estimate is off (sampling settings differ from scoring?); kl_estimator='k3' is never "
                           "negative", RuntimeWarning, stacklevel=2)
+        self.kl_below_zero = below
         return {"step": self.steps, "iteration": self.iteration, **row}
 
     @torch.no_grad()
