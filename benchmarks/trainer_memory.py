@@ -17,7 +17,8 @@ rises as large blocks are freed), so peak RSS counts memory no tensor holds; our
 threshold by default (``release_freed_memory``, ``agents/trainers/allocator.py``). So ours runs again
 with that off (``peak_memory_ratio_vs_trl_glibc_default``: the allocator left as it comes), and both
 sides with ``MALLOC_MMAP_THRESHOLD_=131072`` set (large blocks always mmapped, so returned when freed),
-the reading nearer to live tensor memory: ``peak_memory_ratio_vs_trl_fixed_mmap``.
+the reading nearer to live tensor memory: ``peak_memory_ratio_vs_trl_fixed_mmap``. On CUDA, where
+peak memory is allocated tensor memory and glibc plays no part, those two runs are left out.
 
     python benchmarks/trainer_memory.py [--iterations 2] [--num-envs 16]
     python benchmarks/trainer_memory.py --quick --out /tmp   # smoke run (CI)
@@ -84,11 +85,13 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_one(*args.child, args.iterations, args.num_envs, args.quick)))
         return
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    on_cpu = device == "cpu"  # glibc's heap matters to peak RSS only; CUDA counts allocated tensor memory
     results = {}
     with tempfile.TemporaryDirectory() as root:
         model = save_embedded_model(Path(root)) if args.quick else str(gpt2_small_dir(Path(root)))
-        runs = [(name, name, {}) for name in [*CONTENDERS, *AGAINST_TRL, *GLIBC_DEFAULT]]
-        runs += [(f"{name}_fixed_mmap", name, FIXED_MMAP) for name in AGAINST_TRL]
+        runs = [(name, name, {}) for name in [*CONTENDERS, *AGAINST_TRL, *(GLIBC_DEFAULT if on_cpu else [])]]
+        runs += [(f"{name}_fixed_mmap", name, FIXED_MMAP) for name in AGAINST_TRL if on_cpu]
         for key, name, env in runs:
             out = subprocess.run([sys.executable, __file__, "--child", model, name, "--iterations",
                                   str(args.iterations), "--num-envs", str(args.num_envs),
@@ -99,29 +102,28 @@ def main() -> None:
             results[key] = json.loads(out.stdout.strip().splitlines()[-1])
             print(key, results[key], flush=True)
     ratio = results["lora_with_kl"]["peak_mib"] / results["lora_without_reference"]["peak_mib"]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"\n{'contender':<26}{'peak MiB':>10}{'trainable':>14}  ({device}, GPT-2-small shape, {args.num_envs} envs)")
     for name in CONTENDERS:
         print(f"{name:<26}{results[name]['peak_mib']:>10.0f}{results[name]['trainable_parameters']:>14,}")
     shape = QUICK_TRL_SHAPE if args.quick else TRL_SHAPE
-    for name in [*AGAINST_TRL, *GLIBC_DEFAULT, *(f"{name}_fixed_mmap" for name in AGAINST_TRL)]:
+    for name in [name for name in results if name not in CONTENDERS]:
         print(f"{name:<26}{results[name]['peak_mib']:>10.0f}{'all':>14}  "
               f"(one generation, {shape.completions} x {shape.new_tokens} tokens)")
     print(f"LoRA + KL / LoRA without reference: {ratio:.3f} (goal <= 1.15)")
-    against_trl, glibc_default, fixed_mmap = (
-        results[ours]["peak_mib"] / results[theirs]["peak_mib"]
-        for ours, theirs in [("textgym_grpo", "trl_grpo"), ("textgym_grpo_glibc_default", "trl_grpo"),
-                             ("textgym_grpo_fixed_mmap", "trl_grpo_fixed_mmap")])
+    ratios = {key: results[ours]["peak_mib"] / results[theirs]["peak_mib"]
+              for key, ours, theirs in [("peak_memory_ratio_vs_trl", "textgym_grpo", "trl_grpo"),
+                                        ("peak_memory_ratio_vs_trl_glibc_default", "textgym_grpo_glibc_default",
+                                         "trl_grpo"),
+                                        ("peak_memory_ratio_vs_trl_fixed_mmap", "textgym_grpo_fixed_mmap",
+                                         "trl_grpo_fixed_mmap")]
+              if ours in results}
     print(f"our GRPO / TRL's GRPOTrainer, {shape.completions} completions of {shape.new_tokens} tokens: "
-          f"{against_trl:.3f} (goal <= 0.6); ours with glibc's default threshold: {glibc_default:.3f}; "
-          f"both with {FIXED_MMAP}: {fixed_mmap:.3f}")
-    suffix = "" if device == "cpu" else f"_{device}"
+          + ", ".join(f"{key} {value:.3f}" for key, value in ratios.items()) + " (goal <= 0.6)")
+    suffix = "" if on_cpu else f"_{device}"
     write_json(args.out / f"trainer_memory{suffix}.json", {"machine": machine(), "device": device,
                                                           "num_envs": args.num_envs, "iterations": args.iterations,
                                                           "ratio_lora_kl_vs_no_reference": ratio,
-                                                          "peak_memory_ratio_vs_trl": against_trl,
-                                                          "peak_memory_ratio_vs_trl_glibc_default": glibc_default,
-                                                          "peak_memory_ratio_vs_trl_fixed_mmap": fixed_mmap,
+                                                          **ratios,
                                                           "against_trl_shape": vars(shape),
                                                           "contenders": results})
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The CUDA measurements in one go, for a GPU machine whose time is short: the sharded-policy test on
+# CUDA, then rollout_throughput.py, vs_trl.py (GPT-2-small shape, then "tiny") and trainer_memory.py,
+# each writing its *_cuda.json into OUT, most important first, each under its own time limit so that
+# one overrun costs only its own figures.
+#
+#     bash benchmarks/cuda.sh OUT
+set -u
+out=${1:?usage: bash benchmarks/cuda.sh OUT}
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+
+step() {  # step SECONDS COMMAND...: run it under a time limit, report its exit status and duration
+    local limit=$1 start=$SECONDS
+    shift
+    echo "== $* (limit ${limit} s)"
+    timeout "$limit" "$@"
+    echo "== exit $? after $((SECONDS - start)) s"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, transformers, trl, textgym, agents.trainers; print('torch', torch.__version__, \
+'transformers', transformers.__version__, 'trl', trl.__version__, 'cuda', torch.cuda.get_device_name())"
+step 60 python3 -m pytest -q -p no:cacheprovider tests/test_trainers.py -k "sharded_policy_trains"
+step 120 python3 benchmarks/rollout_throughput.py --gpt2-rounds 3 --out "$out"
+step 150 python3 benchmarks/vs_trl.py --model gpt2-small --generations 5 --rounds 2 --out "$out"
+step 100 python3 benchmarks/trainer_memory.py --out "$out"
+step 120 python3 benchmarks/vs_trl.py --generations 10 --rounds 2 --episodes 128 \
+    --contenders textgym-grpo trl-grpo --out "$out"
