@@ -552,7 +552,7 @@ def test_a_sharded_policy_trains_like_the_unsharded_one(device):
     from agents.trainers.sharding import full_weights, shard, whole
 
     dist.init_process_group("nccl" if device == "cuda" else "gloo", init_method="tcp://127.0.0.1:29547",
-                            rank=0, world_size=1, device_id=torch.device(device) if device == "cuda" else None)
+                            rank=0, world_size=1, device_id=torch.device(device, 0) if device == "cuda" else None)
     try:
         torch.manual_seed(0)
         ids = torch.randint(3, 200, (4, 12), device=device)

@@ -33,7 +33,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
@@ -46,14 +48,17 @@ def shard(policy: nn.Module) -> nn.Module:
     if not blocks:
         raise ValueError(f"fsdp: model {type(policy.lm).__name__} names no transformer blocks (_no_split_modules), "
                          "so it cannot be sharded block by block; train it without fsdp")
+    # On the policy's own device: fully_shard's default mesh is the machine's accelerator, which
+    # would move a CPU run's weights to a GPU that happens to be there.
+    mesh = init_device_mesh(next(policy.parameters()).device.type, (dist.get_world_size(),))
     for module in policy.lm.modules():
         if type(module).__name__ in blocks:
-            fully_shard(module)
+            fully_shard(module, mesh=mesh)
     # The LM's own weights (embeddings, tied head, final norm) stay gathered after its forward: the
     # log-probs run its head on the hidden states afterwards, a chunk at a time.
-    fully_shard(policy.lm, reshard_after_forward=False)
+    fully_shard(policy.lm, mesh=mesh, reshard_after_forward=False)
     if policy.value_head is not None:
-        fully_shard(policy.value_head)
+        fully_shard(policy.value_head, mesh=mesh)
     return policy
 
 
