@@ -24,6 +24,6 @@ python3 -c "import torch, transformers, trl, textgym, agents.trainers; print('to
 step 60 python3 -m pytest -q -p no:cacheprovider tests/test_trainers.py -k "sharded_policy_trains"
 step 120 python3 benchmarks/rollout_throughput.py --gpt2-rounds 3 --out "$out"
 step 150 python3 benchmarks/vs_trl.py --model gpt2-small --generations 5 --rounds 2 --out "$out"
-step 100 python3 benchmarks/trainer_memory.py --out "$out"
+step 170 python3 benchmarks/trainer_memory.py --out "$out"
 step 120 python3 benchmarks/vs_trl.py --generations 10 --rounds 2 --episodes 128 \
     --contenders textgym-grpo trl-grpo --out "$out"
