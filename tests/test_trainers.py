@@ -438,6 +438,20 @@ def test_a_negative_kl_warns(tmp_path, monkeypatch):
         trainer.iterate()  # below zero again, but not twice in a row
 
 
+def test_a_resumed_run_remembers_a_kl_below_zero(tmp_path, monkeypatch):
+    """The streak is part of the checkpoint: below 0 before the save and again after the resume warns."""
+    trainer = Trainer(small_config(tmp_path, kl_estimator="k1"), progress=False)
+    real = trainer.reference.logprobs
+    monkeypatch.setattr(trainer.reference, "logprobs", lambda *a: real(*a) + 1.0)
+    trainer.iterate()
+    trainer.save()
+    resumed = Trainer.resume(tmp_path / "run", progress=False)
+    real = resumed.reference.logprobs
+    monkeypatch.setattr(resumed.reference, "logprobs", lambda *a: real(*a) + 1.0)
+    with pytest.warns(RuntimeWarning, match="KL to the reference is negative"):
+        resumed.iterate()
+
+
 def test_a_kl_below_zero_by_chance_does_not_warn(tmp_path, monkeypatch):
     """Episode KLs of mean -0.1 and spread +-3 (8 episodes): negative, but well within two standard errors."""
     trainer = Trainer(small_config(tmp_path, kl_estimator="k1"), progress=False)

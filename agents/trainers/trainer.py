@@ -119,6 +119,7 @@ class Trainer:
             load_checkpoint(checkpoint, self.policy, self.optimizer, self.scheduler)
             self.steps, self.iteration = state["steps"], state["iteration"]
             self.kl.load_state_dict(state["kl"])
+            self.kl_below_zero = state.get("kl_below_zero", False)  # older checkpoints lack it
             self.algo.load_state_dict(state.get("algo", {}))
             if self.implicit is not None:
                 self.implicit.load_state_dict(read_tensors(checkpoint / IMPLICIT_STATE), c.implicit_lr)
@@ -294,7 +295,7 @@ class Trainer:
         weights, optimizer = trainable_state(self.policy), optimizer_state(self.policy, self.optimizer)
         if self.accelerator.is_main_process:
             state = {"config": self.config.to_dict(), "steps": self.steps, "iteration": self.iteration,
-                     "kl": self.kl.state_dict(), "processes": self.world}
+                     "kl": self.kl.state_dict(), "kl_below_zero": self.kl_below_zero, "processes": self.world}
             state["algo"] = self.algo.state_dict()
             tensors = {} if self.implicit is None else {IMPLICIT_STATE: self.implicit.state_dict()}
             save_checkpoint(checkpoint, weights, optimizer, self.scheduler, state, tensors)
