@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The CUDA measurements in one go, for a GPU machine whose time is short: the sharded-policy test on
-# CUDA, then rollout_throughput.py, vs_trl.py (GPT-2-small shape, then "tiny") and trainer_memory.py,
+# CUDA, then loop_profile.py (where our GRPO loop and TRL's spend their time), rollout_throughput.py,
+# vs_trl.py (GPT-2-small shape, then "tiny") and trainer_memory.py,
 # each writing its *_cuda.json into OUT, most important first, each under its own time limit so that
 # one overrun costs only its own figures.
 #
-#     bash benchmarks/cuda.sh OUT
+# The limits add up to about 12 minutes, more than one 10-minute device call: PART 1 runs the first
+# four steps (at most 7 minutes), PART 2 the other two; no PART runs all six.
+#
+#     bash benchmarks/cuda.sh OUT [PART]
 set -u
-out=${1:?usage: bash benchmarks/cuda.sh OUT}
+out=${1:?usage: bash benchmarks/cuda.sh OUT [1|2]}
+part=${2:-all}
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 
@@ -21,9 +26,14 @@ step() {  # step SECONDS COMMAND...: run it under a time limit, report its exit 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, trl, textgym, agents.trainers; print('torch', torch.__version__, \
 'transformers', transformers.__version__, 'trl', trl.__version__, 'cuda', torch.cuda.get_device_name())"
-step 60 python3 -m pytest -q -p no:cacheprovider tests/test_trainers.py -k "sharded_policy_trains"
-step 120 python3 benchmarks/rollout_throughput.py --gpt2-rounds 3 --out "$out"
-step 150 python3 benchmarks/vs_trl.py --model gpt2-small --generations 5 --rounds 2 --out "$out"
-step 170 python3 benchmarks/trainer_memory.py --out "$out"
-step 120 python3 benchmarks/vs_trl.py --generations 10 --rounds 2 --episodes 128 \
-    --contenders textgym-grpo trl-grpo --out "$out"
+if [[ $part != 2 ]]; then
+    step 60 python3 -m pytest -q -p no:cacheprovider tests/test_trainers.py -k "sharded_policy_trains"
+    step 90 python3 benchmarks/loop_profile.py --generations 12 --skip 2 --out "$out"
+    step 120 python3 benchmarks/rollout_throughput.py --gpt2-rounds 3 --out "$out"
+    step 150 python3 benchmarks/vs_trl.py --model gpt2-small --generations 5 --rounds 2 --out "$out"
+fi
+if [[ $part != 1 ]]; then
+    step 170 python3 benchmarks/trainer_memory.py --out "$out"
+    step 120 python3 benchmarks/vs_trl.py --generations 10 --rounds 2 --episodes 128 \
+        --contenders textgym-grpo trl-grpo --out "$out"
+fi

@@ -57,6 +57,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,9 @@ Trained = tuple[torch.nn.Module, int, int, float]  # the model, generated tokens
 
 
 def train_textgym(algo: str, model_dir: str, generations: int, seed: int, shape: Shape = Shape(),
-                  **overrides: Any) -> Trained:
-    """``overrides``: more ``TrainConfig`` fields (``trainer_memory.py`` turns one off)."""
+                  setup: Callable[[Any], None] | None = None, **overrides: Any) -> Trained:
+    """``setup``: called with the trainer before the timed loop (``loop_profile.py`` wraps its
+    phases); ``overrides``: more ``TrainConfig`` fields (``trainer_memory.py`` turns one off)."""
     from agents.trainers import TrainConfig, Trainer
 
     config = TrainConfig(env_id=ENV_ID, algo=algo, model=model_dir,
@@ -107,13 +109,16 @@ def train_textgym(algo: str, model_dir: str, generations: int, seed: int, shape:
     trainer = Trainer(config, progress=False)
     updates = []
     trainer.optimizer.optimizer.register_step_post_hook(lambda *_: updates.append(1))
+    if setup is not None:
+        setup(trainer)
     start = time.perf_counter()
     for _ in range(generations):
         trainer.log.log(trainer.iterate())
     return trainer.policy.lm, trainer.steps, len(updates), time.perf_counter() - start
 
 
-def train_trl(model_dir: str, generations: int, seed: int, shape: Shape = Shape()) -> Trained:
+def train_trl(model_dir: str, generations: int, seed: int, shape: Shape = Shape(),
+              setup: Callable[[Any], None] | None = None) -> Trained:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -139,6 +144,8 @@ def train_trl(model_dir: str, generations: int, seed: int, shape: Shape = Shape(
     prompts, _ = data.sentiment("train")
     trainer = GRPOTrainer(model=model_dir, reward_funcs=reward, args=args,
                           train_dataset=Dataset.from_dict({"prompt": list(prompts)}))
+    if setup is not None:
+        setup(trainer)
     start = time.perf_counter()
     trainer.train()
     return trainer.model, sum(generated), trainer.state.global_step, time.perf_counter() - start

@@ -215,3 +215,14 @@ def test_study_goal_counts_runs_short_of_the_threshold_as_the_whole_budget(monke
     # Fast but worse than sparse by more than one std: not met.
     assert not goal({"sparse": cell([100_000]), "immediate": cell([10_000], score=0.5)}, 200_000)["met"]
     assert goal({"sparse": cell([100_000]), "immediate": cell([None])}, 200_000)["best"] is None
+
+
+def test_loop_profile_quick_splits_both_loops_into_phases(tmp_path):
+    run_quick("loop_profile.py", tmp_path)
+    record = json.loads((tmp_path / "loop_profile.json").read_text())
+    assert set(record["loops"]) == {"ours", "trl"}
+    for loop in record["loops"].values():
+        phases = loop["seconds_per_generation"]
+        assert min(phases.values()) >= 0 and phases["generation"] > 0 and phases["update: backward"] > 0
+        assert loop["total_per_generation"] == pytest.approx(sum(phases.values()))
+        assert loop["total_per_generation"] < loop["loop_seconds"]  # the second of two generations
