@@ -226,3 +226,27 @@ def test_loop_profile_quick_splits_both_loops_into_phases(tmp_path):
         assert min(phases.values()) >= 0 and phases["generation"] > 0 and phases["update: backward"] > 0
         assert loop["total_per_generation"] == pytest.approx(sum(phases.values()))
         assert loop["total_per_generation"] < loop["loop_seconds"]  # the second of two generations
+
+
+def test_calculator_habits_quick_counts_each_split(tmp_path):
+    run_quick("calculator_habits.py", tmp_path)
+    results = json.loads((tmp_path / "calculator_habits.json").read_text())["results"]
+    assert set(results) == {"train", "test"}
+    for counts in results.values():
+        assert counts["episodes"] == 16 and counts["called"] <= 16
+        assert counts["call_copies_question"] <= counts["called"] and counts["answer_copies_tool"] <= counts["called"]
+        assert counts["right_with_miscopied_call"] <= counts["right"] <= 16
+
+
+def test_calculator_habits_reads_a_copied_and_a_worked_out_game(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from calculator_habits import habits
+
+    prompt = "<|user|>What is 87 plus 30?<|end|><|assistant|>"
+    copied = habits(prompt, "<calc>87+30</calc><|end|><|tool|>117<|end|><|assistant|>The answer is 117.<|end|>", 1.0)
+    assert copied == {"called": True, "call_copies_question": True, "answer_copies_tool": True, "right": True,
+                      "right_with_miscopied_call": False}
+    worked = habits(prompt, "<calc>86+30</calc><|end|><|tool|>116<|end|><|assistant|>The answer is 117.<|end|>", 1.0)
+    assert worked["called"] and not worked["call_copies_question"] and not worked["answer_copies_tool"]
+    assert worked["right_with_miscopied_call"]
+    assert not habits(prompt, "The answer is 457.<|end|>", 0.0)["called"]
