@@ -92,9 +92,6 @@ class PhaseTimer:
         optimizer.register_step_pre_hook(lambda *_: self.start("update: optimizer step"))
         optimizer.register_step_post_hook(lambda *_: self.stop())
 
-    def snapshot(self) -> dict[str, float]:
-        return dict(self.totals)
-
 
 def instrument_ours(timer: PhaseTimer) -> Callable[[Any], None]:
     def setup(trainer) -> None:
