@@ -45,13 +45,10 @@ def habits(prompt: str, completion: str, score: float) -> dict[str, bool]:
     """What one game did (``COUNTS`` but ``episodes``)."""
     a, word, b = QUESTION.search(prompt).groups()
     call, tool, answer = CALL.search(completion), TOOL.search(completion), ANSWER.search(completion)
-    right = score > 0.5
-    if not (call and tool and answer):
-        return {"called": False, "call_copies_question": False, "answer_copies_tool": False, "right": right,
-                "right_with_miscopied_call": False}
-    copied = call.groups() == (a, "+" if word == "plus" else "-", b)
-    return {"called": True, "call_copies_question": copied, "answer_copies_tool": answer[1] == tool[1],
-            "right": right, "right_with_miscopied_call": right and not copied}
+    called, right = bool(call and tool and answer), score > 0.5
+    copied = called and call.groups() == (a, "+" if word == "plus" else "-", b)
+    return {"called": called, "call_copies_question": copied, "answer_copies_tool": called and answer[1] == tool[1],
+            "right": right, "right_with_miscopied_call": called and right and not copied}
 
 
 def main() -> None:

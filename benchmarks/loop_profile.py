@@ -55,7 +55,7 @@ class PhaseTimer:
         self.cuda = cuda
         self.totals: dict[str, float] = defaultdict(float)
         self.stack: list[list[Any]] = []  # [phase, when it last resumed]
-        self.generations: list[float] = []  # the loop's clock at the end of each generation
+        self.generations: list[dict[str, float]] = []  # the totals at each generation's boundary
 
     def now(self) -> float:
         if self.cuda:
@@ -179,8 +179,8 @@ def main() -> None:
     print(f"\n{'seconds per generation':<28}{'ours':>10}{'TRL':>10}   ({args.model}, {device}, generations "
           f"{args.skip + 1}-{args.generations})")
     for phase in (*PHASES, "total"):
-        key = "total_per_generation"
-        ours, trl = ((r[key] if phase == "total" else r["seconds_per_generation"][phase]) for r in loops.values())
+        ours, trl = ((r["total_per_generation"] if phase == "total" else r["seconds_per_generation"][phase])
+                     for r in loops.values())
         print(f"{phase:<28}{ours:>10.3f}{trl:>10.3f}")
     suffix = ("" if args.model == "tiny" else f"_{args.model}") + ("_cuda" if cuda else "")
     write_json(args.out / f"loop_profile{suffix}.json",
