@@ -9,7 +9,7 @@ import pytest
 from textgym.models import load_tokenizer
 from textgym.models.dialogues import (
     CHAT_TOKENS, Customer, calculator_dialogue, calculator_problems, calculator_reply, customer_dialogue,
-    customer_reply, guess_game, host_reply, render,
+    customer_reply, guess_game, host_reply, product_dialogue, render,
 )
 
 CONVERSATION = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "What is 12 plus 30?"},
@@ -56,6 +56,14 @@ def test_calculator_tool_and_splits():
         answer = dict(train)[question]
         assert dialogue[-1] == {"role": "assistant", "content": f"The answer is {answer}."}
         assert question in dict(train)  # the corpus never shows a test problem
+
+
+def test_product_dialogues_copy_the_operands_into_the_call_and_the_result_into_the_answer():
+    for seed in range(30):
+        question, call, result, answer = (m["content"] for m in product_dialogue(random.Random(seed)))
+        a, b = question.removeprefix("What is ").rstrip("?").split(" times ")
+        assert call == f"<calc>{a}*{b}</calc>" and result == str(int(a) * int(b))
+        assert answer == f"The answer is {result}."
 
 
 def test_customer_rewards_asking_first_then_a_remedy():

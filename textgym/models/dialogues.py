@@ -153,6 +153,23 @@ def calculator_dialogue(rng: random.Random) -> list[Message]:
     return [*messages, {"role": "assistant", "content": f"The answer is {answer}."}]
 
 
+def product_dialogue(rng: random.Random) -> list[Message]:
+    """A two-digit product ("What is 47 times 23?") answered with the tool.
+
+    A 2M-parameter model cannot work a product out, so the only way to the answer is to copy the
+    operands into the call and the tool's result into the answer: practice that sums, whose tool
+    result the model can also roughly work out, do not give (the base model learnt to ignore the
+    tool; ``benchmarks/calculator_habits.py``). Products are not a Calculator-v0 task, so they need
+    no split.
+    """
+    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    call = f"{a}*{b}"
+    return [{"role": "user", "content": f"What is {a} times {b}?"},
+            {"role": "assistant", "content": f"<calc>{call}</calc>"},
+            {"role": "tool", "content": calculator_reply(call)},
+            {"role": "assistant", "content": f"The answer is {a * b}."}]
+
+
 # --- customer -----------------------------------------------------------------------------------
 
 CUSTOMER_SYSTEM = "You are a helpful shop assistant."
@@ -229,5 +246,5 @@ def customer_dialogue(rng: random.Random, max_turns: int = 4) -> list[Message]:
 # Builds with 15% left the single-turn skills under-learnt (Arithmetic's base accuracy fell from 68%
 # to 8%, Keywords' position from 67% to 6-9%): a 2M-parameter model has little capacity to share.
 DIALOGUES: list[tuple[Callable[[random.Random], list[Message]], float]] = [
-    (guess_game, 0.007), (calculator_dialogue, 0.06), (customer_dialogue, 0.005),
+    (guess_game, 0.007), (calculator_dialogue, 0.045), (product_dialogue, 0.015), (customer_dialogue, 0.009),
 ]
