@@ -13,7 +13,7 @@ Example (a smoke build on a tiny corpus, a few optimizer steps):
     >>> out = tempfile.mkdtemp() + "/tiny"
     >>> record = build(BuildConfig(out=out, corpus_tokens=3000, vocab_size=400, n_embd=32, n_layer=1,
     ...                            n_head=2, max_steps=2, batch_tokens=256, sentiment_prompts=4))
-    150 documents, vocab 400, 21 train batches
+    150 documents, vocab 400, 22 train batches
     >>> record["train_steps"]
     2
 """

@@ -23,7 +23,7 @@ Example:
     >>> logits, hidden = cache.restart(torch.arange(2), ids, mask)
     >>> logits, hidden = cache.advance(torch.tensor([40, 41]))  # one new token per row
     >>> logits.shape, hidden.shape
-    (torch.Size([2, 2257]), torch.Size([2, 192]))
+    (torch.Size([2, 2256]), torch.Size([2, 192]))
     >>> out = model(input_ids=ids, attention_mask=mask, **cached(preallocated_cache(6)), use_cache=True)
     >>> out = model(input_ids=torch.tensor([[40], [41]]), attention_mask=torch.ones(2, 5, dtype=torch.long),
     ...             **cached(cache_of(out)), use_cache=True)
