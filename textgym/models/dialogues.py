@@ -164,10 +164,11 @@ def product_dialogue(rng: random.Random) -> list[Message]:
     """
     a, b = rng.randint(10, 99), rng.randint(10, 99)
     call = f"{a}*{b}"
+    result = calculator_reply(call)
     return [{"role": "user", "content": f"What is {a} times {b}?"},
             {"role": "assistant", "content": f"<calc>{call}</calc>"},
-            {"role": "tool", "content": calculator_reply(call)},
-            {"role": "assistant", "content": f"The answer is {a * b}."}]
+            {"role": "tool", "content": result},
+            {"role": "assistant", "content": f"The answer is {result}."}]
 
 
 # --- customer -----------------------------------------------------------------------------------
