@@ -12,7 +12,7 @@ import gymnasium as gym
 import textgym  # noqa: F401  (registers the envs)
 from agents.trainers.rollout import Rollout
 from textgym.models import load_causal_lm
-from textgym.models.cache import cache_of, cached, positions, preallocated_cache
+from textgym.models.cache import cache_of, cached, left_padded, positions, preallocated_cache
 from textgym.models.sampling import (
     CachedRows,
     Completions,
@@ -186,3 +186,30 @@ def test_cached_rows_continue_turn_after_turn_as_a_full_forward_of_the_real_toke
             prefix = torch.tensor([real[row] + second.tokens[row, :t].tolist()])
             expected = lm(input_ids=prefix).logits[0, -1]
             torch.testing.assert_close(logits[row], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_cached_rows_run_the_extra_columns_of_a_few_long_rows_apart_with_the_same_logits():
+    """One row of four brings six new tokens where the others bring one, in its prompt (which runs as
+    one block) and again in a reply: the reply's extra columns run in a forward of that row alone
+    (``shared_width``), and every step's logits still equal the uncached model's on the rows' real
+    tokens."""
+    lm = load_causal_lm("tiny", device="cpu")
+    batch_sizes = []
+    lm.register_forward_pre_hook(lambda _, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]),
+                                 with_kwargs=True)
+    real = [[20], [21], [22], [30, 31, 32, 33, 34, 35]]
+    rows = CachedRows(lm, *left_padded(real, pad_id=1), capacity=8, grows=True)
+    generator = torch.Generator().manual_seed(0)
+    for replies in [None, [[40], [41], [42, 43, 44, 45, 46, 47], [48]]]:
+        if replies is not None:
+            rows.append(replies)
+            real = [row + reply for row, reply in zip(real, replies)]
+        batch_sizes.clear()
+        recorded = Recorded()
+        turn = rows.sample(2, eos_id=None, processors=LogitsProcessorList([recorded]), generator=generator)
+        assert batch_sizes[0] == (4 if replies is None else 1)  # the long reply's extra columns, on their own
+        for t, logits in enumerate(recorded.seen):
+            for row in range(4):
+                expected = lm(input_ids=torch.tensor([real[row] + turn.tokens[row, :t].tolist()])).logits[0, -1]
+                torch.testing.assert_close(logits[row], expected, atol=1e-4, rtol=1e-4)
+        real = [row + tokens for row, tokens in zip(real, turn.tokens.tolist())]

@@ -248,6 +248,30 @@ def test_first_conversations_plays_turn_by_turn_like_a_scripted_player(game):
     assert len(episodes[0]["transcript"]) > 3  # several turns were played
 
 
+def test_rounds_that_end_early_play_every_conversation_as_full_rounds_do(monkeypatch):
+    """Greedy, each token is a function of the conversation so far. Ending a round once a quarter of
+    the turns have ended (the others go on in the next round, beside new turns) plays every game as
+    rounds that wait for the longest turn do, in more rounds."""
+    import torch
+
+    from textgym.models import sampling
+
+    lm = load_causal_lm("tiny", device="cpu")
+    sample = sampling.CachedRows.sample
+
+    def play(share: float) -> tuple[list, int]:
+        rounds = []
+        monkeypatch.setattr(sampling, "ROUND_SHARE", share)
+        monkeypatch.setattr(sampling.CachedRows, "sample", lambda *a, **k: rounds.append(1) or sample(*a, **k))
+        envs = [gym.make("textgym/Calculator-v0", split="test") for _ in range(8)]
+        played = sampling.play_conversations(sampling.HFSampler(lm), envs, list(range(8)), sampling.Sampling(top_k=1),
+                                             torch.Generator().manual_seed(0))
+        return [c.info["transcript"] for c in played], len(rounds)
+
+    (waiting, full_rounds), (early, rounds) = play(1.0), play(0.25)
+    assert rounds > full_rounds and early == waiting
+
+
 def test_a_language_model_user_replies_reproducibly_and_its_judge_scores_the_turn():
     from textgym.envs import LanguageModelUser
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 from weakref import WeakKeyDictionary
 
@@ -334,7 +335,7 @@ class MultiTurnTextEnv(gym.Env[ObsType, int]):
         if reply.done or at_eos or self._turn >= self.max_turns:
             return self._end(float(reply.score), terminated=True)
         self._messages.append({"role": reply.role, "content": reply.text})
-        answer = chat_ids(self.tokenizer, self._messages[-1:])
+        answer = reply_ids(self.tokenizer, reply.role, reply.text)
         if self._used + len(answer) >= self.max_new_tokens:  # no room for the reply and a token after it
             return self._end(float(reply.score), terminated=False)
         self._append(answer, by_policy=False)
@@ -370,6 +371,14 @@ class MultiTurnTextEnv(gym.Env[ObsType, int]):
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi'")
             return None
         return self.tokenizer.decode(self._ids[self._real == 1].tolist())
+
+
+@lru_cache(maxsize=4096)
+def reply_ids(tokenizer: Any, role: str, text: str) -> tuple[int, ...]:
+    """The ids of one message, the assistant's generation prompt after it. Replies repeat (a host's
+    "Higher.", a tool's error message), and rendering each once spares a run of the chat template
+    at every turn: 10% of a GuessNumber rollout on "tiny"."""
+    return tuple(chat_ids(tokenizer, [{"role": role, "content": text}]))
 
 
 def answer_turns(envs: Sequence[MultiTurnTextEnv], tokens: Sequence[int]) -> None:

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -196,12 +197,18 @@ class CachedRows:
         self.kv = preallocated_cache(capacity, grows=grows)
 
     def append(self, tokens: list[list[int]]) -> None:
-        """Append each row's ``tokens`` (at least one), right-aligned so every row ends on a real token."""
-        if not all(tokens):
-            raise ValueError(f"every row needs at least one token to append, got {tokens!r}")
-        ids, mask = left_padded(tokens)
-        self.ids = torch.cat([self.ids, ids.to(self.device)], dim=1)
-        self.mask = torch.cat([self.mask, mask.to(self.device)], dim=1)
+        """Append each row's ``tokens`` (none for a row still writing). The columns not yet in the cache are laid out
+        again: each row's tokens there (the last token of its turn, which never ran, and the new ones)
+        right-aligned, so every row ends on a real token and its new tokens are contiguous."""
+        done = self.kv.get_seq_length()
+        waiting = [row[real.bool()].tolist() for row, real in zip(self.ids[:, done:], self.mask[:, done:])]
+        rows = [old + list(new) for old, new in zip(waiting, tokens, strict=True)]
+        if not all(rows):
+            raise ValueError(f"every row must end on a token the model has not run; rows "
+                             f"{[i for i, row in enumerate(rows) if not row]} would not, appending {tokens!r}")
+        ids, mask = left_padded(rows)
+        self.ids = torch.cat([self.ids[:, :done], ids.to(self.device)], dim=1)
+        self.mask = torch.cat([self.mask[:, :done], mask.to(self.device)], dim=1)
 
     def keep(self, rows: list[int]) -> None:
         """Drop every row but ``rows`` (finished conversations)."""
@@ -209,20 +216,59 @@ class CachedRows:
         self.ids, self.mask = self.ids[index], self.mask[index]
         select_rows(self.kv, index)
 
+    def _run_new_columns(self, ids: torch.Tensor, mask: torch.Tensor):
+        """Run the columns of ``ids`` not yet in the cache (the prompts, or the replies appended since
+        the last turn); the model's output for the last one.
+
+        Appended tokens are right-aligned, so a few rows with many more of them than the rest (an
+        error message among short replies) would make every row run mostly padding. Those rows'
+        extra columns run first on their own (``_run_rows``), then every row runs the last
+        ``shared_width`` columns. The prompts run as one block, as ``generate()`` runs them: they run
+        once per episode, and single-turn sampling stays as it was."""
+        done, width = self.kv.get_seq_length(), ids.shape[1]
+        new = mask[:, done:].sum(1)
+        start = width - shared_width(new.tolist())
+        apart = torch.nonzero(new > width - start).squeeze(1)
+        if done and len(apart):
+            self._run_rows(apart, ids, mask, done, start)
+        else:
+            start = done
+        return self.model(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions(mask)[:, start:],
+                          use_cache=True, **cached(self.kv), logits_to_keep=1)
+
+    def _run_rows(self, rows: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, start: int, end: int) -> None:
+        """Run columns ``start:end`` of ``rows`` alone, on a copy of their cached columns, and write the
+        keys and values into the cache, zeros for the other rows: those columns are padding there
+        (masked), and zeros keep the masked attention scores finite."""
+        own = preallocated_cache(end)
+        for i, layer in enumerate(self.kv.layers):
+            own.update(layer.keys[rows], layer.values[rows], i)
+        self.model(input_ids=ids[rows, start:end], attention_mask=mask[rows, :end],
+                   position_ids=positions(mask[rows, :end])[:, start:], use_cache=True, **cached(own), logits_to_keep=1)
+        for i, layer in enumerate(own.layers):
+            keys, values = (x.new_zeros(len(ids), x.shape[1], end - start, x.shape[3]) for x in (layer.keys, layer.values))
+            keys[rows], values[rows] = layer.keys[:, :, start:], layer.values[:, :, start:]
+            self.kv.update(keys, values, i)
+
     @torch.no_grad()
     def sample(self, max_new_tokens: int, *, eos_id: int | None, processors: LogitsProcessorList,
-               generator: torch.Generator) -> Completions:
-        """``Sampler.sample``'s draw, continuing every row; the new tokens join the rows."""
+               generator: torch.Generator, budgets: torch.Tensor | None = None, until: int | None = None
+               ) -> Completions:
+        """``Sampler.sample``'s draw, continuing every row; the new tokens join the rows.
+
+        ``budgets`` caps each row's tokens (at most ``max_new_tokens``, the default), and the draw
+        stops once ``until`` rows have ended (default: all). A row still writing then keeps every
+        token it drew, and the next call continues it."""
         device, (n, width) = self.device, self.ids.shape
         ids = torch.empty(n, width + max_new_tokens, dtype=torch.long, device=device)  # what processors see
         ids[:, :width] = self.ids
         mask = self.mask
-        lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)
+        limits = torch.full((n,), max_new_tokens, device=device) if budgets is None else budgets.to(device)
+        until = n if until is None else until
+        lengths = torch.zeros(n, dtype=torch.long, device=device)
         ended = torch.zeros(n, dtype=torch.bool, device=device)
-        done = self.kv.get_seq_length()  # the columns already in the cache
         with autocast(device):
-            out = self.model(input_ids=ids[:, done:width], attention_mask=mask, position_ids=positions(mask)[:, done:],
-                             use_cache=True, **cached(self.kv), logits_to_keep=1)
+            out = self._run_new_columns(ids[:, :width], mask)
         for t in range(max_new_tokens):
             if t:
                 position = mask.sum(-1, keepdim=True)
@@ -233,16 +279,37 @@ class CachedRows:
             scores = processors(ids[:, : width + t], out.logits[:, -1].float())
             token = sample_categorical(torch.softmax(scores, dim=-1).to(generator.device), generator)
             ids[:, width + t] = token.to(device)
+            stops = ~ended & (t + 1 >= limits)
             if eos_id is not None:
-                stops = (ids[:, width + t] == eos_id) & ~ended
-                lengths[stops] = t + 1
-                ended |= stops
-                if bool(ended.all()):
-                    break
+                stops |= ~ended & (ids[:, width + t] == eos_id)
+            lengths[stops] = t + 1
+            ended |= stops
+            if int(ended.sum()) >= until:
+                break
+        lengths[~ended] = t + 1
         new = ids[:, width : width + t + 1]
         self.ids = ids[:, : width + t + 1]
         self.mask = torch.cat([mask[:, :width], (torch.arange(t + 1, device=device) < lengths[:, None]).long()], dim=1)
         return Completions(new, lengths)
+
+
+def shared_width(new_tokens: list[int]) -> int:
+    """How many of the last columns every row runs together when the rows bring ``new_tokens`` new
+    (right-aligned) tokens each; the rows with more run their extra columns first on their own. The
+    width keeps the tokens run, padding included, fewest, counting the second forward's fixed cost
+    as one more column of every row.
+
+    Example:
+        >>> shared_width([5, 5, 5, 16]), shared_width([5, 6, 5, 6])
+        (5, 6)
+    """
+    rows, widest = len(new_tokens), max(new_tokens)
+
+    def cost(shared: int) -> int:
+        apart = sum(n > shared for n in new_tokens)
+        return rows * shared + (apart * (widest - shared) + rows if apart else 0)
+
+    return min(sorted({max(n, 1) for n in new_tokens}), key=cost)
 
 
 def env_prompts(envs, seeds: int | list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -302,6 +369,9 @@ class Conversation(NamedTuple):
     info: dict
 
 
+ROUND_SHARE = 0.75  # a round of turns ends once this share of the running conversations ended theirs
+
+
 def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling: Sampling,
                        generator: torch.Generator) -> list[Conversation]:
     """Play one episode of each single ``MultiTurnTextEnv`` of ``envs`` (env ``i`` reset with
@@ -310,7 +380,11 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
     (then appends the other side's reply). A row's tokens after its turn ended are dropped.
 
     A sampler with a ``session`` (``HFSampler``) keeps its KV cache from turn to turn and runs only
-    the replies' tokens anew; any other one is handed each whole conversation every round.
+    the replies' tokens anew; any other one is handed each whole conversation every round. With a
+    session a round ends once ``ROUND_SHARE`` of the running conversations have ended their turns:
+    the rows that ended would otherwise wait, drawing tokens that mean nothing, for the longest
+    turn. The others keep what they wrote and go on with their turns in the next round, beside the
+    new turns.
     """
     openings = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
     observations = list(openings)
@@ -320,6 +394,7 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
     processors = sampling.processors(first.vocab_size, first.action_masks())
     draw = dict(eos_id=first.end_of_turn_id, processors=processors, generator=generator)
     turn = [0] * len(envs)
+    written = [0] * len(envs)  # tokens of each env's current turn so far
     rows = list(range(len(envs)))  # the env of each row the sampler continues (finished ones too, for a while)
     session = sampler.session(*_stacked(openings)) if hasattr(sampler, "session") else None
 
@@ -328,11 +403,12 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
         for taken, token in enumerate(tokens, 1):
             observations[i], reward, terminated, truncated, info = envs[i].step(token)
             rewards[i].append(float(reward))
+            written[i] += 1
             if terminated or truncated:
                 finished[i] = Conversation(openings[i], observations[i], rewards[i], bool(terminated), info)
                 return True
             if info["turn"] != turn[i]:  # the turn ended; the reply is in the observation
-                turn[i] = info["turn"]
+                turn[i], written[i] = info["turn"], 0
                 if last and taken == len(tokens):
                     return False
                 # the session's cache holds the whole sampled turn
@@ -341,8 +417,14 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
         return False
 
     while rows:
-        turns = (session.sample(first.max_turn_tokens, **draw) if session is not None
-                 else sampler.sample(*_stacked([observations[i] for i in rows]), first.max_turn_tokens, **draw))
+        if session is not None:
+            # A finished conversation's row draws one token, which nothing reads.
+            budgets = torch.tensor([1 if i in finished else first.max_turn_tokens - written[i] for i in rows])
+            running = sum(i not in finished for i in rows)
+            turns = session.sample(int(budgets.max()), budgets=budgets, **draw,
+                                   until=len(rows) - running + math.ceil(ROUND_SHARE * running))
+        else:
+            turns = sampler.sample(*_stacked([observations[i] for i in rows]), first.max_turn_tokens, **draw)
         sampled = {i: turns.tokens[row, : int(turns.lengths[row])].tolist()
                    for row, i in enumerate(rows) if i not in finished}
         going = [i for i, tokens in sampled.items() if not step_through(i, tokens[:-1], last=False)]
@@ -357,7 +439,8 @@ def play_conversations(sampler: Sampler, envs: list, seeds: list[int], sampling:
                 session.keep(alive)
             rows = [rows[row] for row in alive]
         if session is not None and rows:
-            session.append([[0] if i in finished else _reply(observations[i]) for i in rows])  # 0: filler
+            # 0: filler for a finished conversation; nothing for a turn still going
+            session.append([[0] if i in finished else _reply(observations[i]) for i in rows])
     return [finished[i] for i in range(len(envs))]
 
 
