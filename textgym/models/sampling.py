@@ -29,6 +29,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 from transformers import PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.generation.logits_process import (
     LogitsProcessor,
     LogitsProcessorList,
@@ -197,9 +198,10 @@ class CachedRows:
         self.kv = preallocated_cache(capacity, grows=grows)
 
     def append(self, tokens: list[list[int]]) -> None:
-        """Append each row's ``tokens`` (none for a row still writing). The columns not yet in the cache are laid out
-        again: each row's tokens there (the last token of its turn, which never ran, and the new ones)
-        right-aligned, so every row ends on a real token and its new tokens are contiguous."""
+        """Append each row's ``tokens`` (none for a row still writing its turn). The columns not yet in
+        the cache are laid out again: each row's tokens there (the last token it drew, which never ran,
+        and the new ones) right-aligned, so every row ends on a real token and its new tokens are
+        contiguous."""
         done = self.kv.get_seq_length()
         waiting = [row[real.bool()].tolist() for row, real in zip(self.ids[:, done:], self.mask[:, done:])]
         rows = [old + list(new) for old, new in zip(waiting, tokens, strict=True)]
@@ -216,7 +218,7 @@ class CachedRows:
         self.ids, self.mask = self.ids[index], self.mask[index]
         select_rows(self.kv, index)
 
-    def _run_new_columns(self, ids: torch.Tensor, mask: torch.Tensor):
+    def _run_new_columns(self, ids: torch.Tensor, mask: torch.Tensor) -> CausalLMOutputWithPast:
         """Run the columns of ``ids`` not yet in the cache (the prompts, or the replies appended since
         the last turn); the model's output for the last one.
 
@@ -246,7 +248,8 @@ class CachedRows:
         self.model(input_ids=ids[rows, start:end], attention_mask=mask[rows, :end],
                    position_ids=positions(mask[rows, :end])[:, start:], use_cache=True, **cached(own), logits_to_keep=1)
         for i, layer in enumerate(own.layers):
-            keys, values = (x.new_zeros(len(ids), x.shape[1], end - start, x.shape[3]) for x in (layer.keys, layer.values))
+            keys, values = (x.new_zeros(len(ids), x.shape[1], end - start, x.shape[3])
+                            for x in (layer.keys, layer.values))
             keys[rows], values[rows] = layer.keys[:, :, start:], layer.values[:, :, start:]
             self.kv.update(keys, values, i)
 
