@@ -227,14 +227,14 @@ class CachedRows:
         extra columns run first on their own (``_run_rows``), then every row runs the last
         ``shared_width`` columns. The prompts run as one block, as ``generate()`` runs them: they run
         once per episode, and single-turn sampling stays as it was."""
-        done, width = self.kv.get_seq_length(), ids.shape[1]
-        new = mask[:, done:].sum(1)
-        start = width - shared_width(new.tolist())
-        apart = torch.nonzero(new > width - start).squeeze(1)
-        if done and len(apart):
-            self._run_rows(apart, ids, mask, done, start)
-        else:
-            start = done
+        start = done = self.kv.get_seq_length()
+        if done:
+            new = mask[:, done:].sum(1)
+            shared = shared_width(new.tolist())
+            apart = torch.nonzero(new > shared).squeeze(1)
+            if len(apart):
+                start = ids.shape[1] - shared
+                self._run_rows(apart, ids, mask, done, start)
         return self.model(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions(mask)[:, start:],
                           use_cache=True, **cached(self.kv), logits_to_keep=1)
 
@@ -287,7 +287,8 @@ class CachedRows:
                 stops |= ~ended & (ids[:, width + t] == eos_id)
             lengths[stops] = t + 1
             ended |= stops
-            if int(ended.sum()) >= until:
+            # Without EOS or budgets every row runs all max_new_tokens: no device sync at each step.
+            if (eos_id is not None or budgets is not None) and int(ended.sum()) >= until:
                 break
         lengths[~ended] = t + 1
         new = ids[:, width : width + t + 1]
