@@ -196,6 +196,13 @@ def write_json(path: Path, record: dict) -> None:
     print(f"wrote {path}")
 
 
+def results_file(out: Path, benchmark: str, model: str = "tiny", device: str = "cpu") -> Path:
+    """Where ``benchmark`` writes its JSON: ``<benchmark>[_<model>][_<device>].json``, the suffixes
+    left out for "tiny" and the CPU, so that runs on another model or a GPU never overwrite them."""
+    suffixes = "".join(f"_{part}" for part, default in ((model, "tiny"), (device, "cpu")) if part != default)
+    return out / f"{benchmark}{suffixes}.json"
+
+
 def gpt2_small_dir(root: Path) -> Path:
     """A random GPT-2-small-shaped model and a 50,257-token tokenizer (tiny's plus filler tokens),
     saved locally in HF format: no download, the full-size vocabulary and LM head."""

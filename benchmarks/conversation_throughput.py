@@ -31,7 +31,7 @@ import torch
 
 import textgym  # noqa: F401  (registers the envs)
 from agents.trainers.rollout import rollout_for
-from common import machine, parse_args, write_json
+from common import machine, parse_args, results_file, write_json
 from textgym import CONVERSATION_NAMES
 from textgym.envs import LanguageModelUser, MultiTurnTextVectorEnv
 from textgym.models.dialogues import CUSTOMER_SYSTEM, Customer
@@ -85,7 +85,7 @@ def main() -> None:
     for name, r in results.items():
         r["ratio_vs_single_turn"] = r["policy_tokens_per_s"] / single
         print(f"{name:<14}{r['policy_tokens_per_s']:>17.0f}{r['ratio_vs_single_turn']:>8.2f}{r['all_tokens_per_s']:>14.0f}")
-    write_json(args.out / "conversation_throughput.json", {
+    write_json(results_file(args.out, "conversation_throughput", device=device.type), {
         "batch": BATCH, "device": str(device), "machine": machine(), "settings": vars(args), "results": results,
         "ratio_vs_single_turn": {name: results[name]["ratio_vs_single_turn"] for name in [*args.games, "lm_user"]}})
 

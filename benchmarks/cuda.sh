@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The CUDA measurements in one go, for a GPU machine whose time is short: the sharded-policy test on
 # CUDA, then loop_profile.py (where our GRPO loop and TRL's spend their time), rollout_throughput.py,
-# vs_trl.py (GPT-2-small shape, then "tiny") and trainer_memory.py,
-# each writing its *_cuda.json into OUT, most important first, each under its own time limit so that
-# one overrun costs only its own figures.
+# vs_trl.py (GPT-2-small shape, then "tiny"), trainer_memory.py and conversation_throughput.py
+# (whether a GPU reads the other side's replies nearly for free), each writing its *_cuda.json into
+# OUT, most important first, each under its own time limit so that one overrun costs only its own
+# figures.
 #
-# The limits add up to about 12 minutes, more than one 10-minute device call: PART 1 runs the first
-# four steps (at most 7 minutes), PART 2 the other two; no PART runs all six.
+# The limits add up to about 14 minutes, more than one 10-minute device call: PART 1 runs the first
+# four steps (at most 7 minutes), PART 2 the other three; no PART runs all seven.
 #
 #     bash benchmarks/cuda.sh OUT [PART]
 set -u
@@ -36,4 +37,5 @@ if [[ $part != 1 ]]; then
     step 170 python3 benchmarks/trainer_memory.py --out "$out"
     step 120 python3 benchmarks/vs_trl.py --generations 10 --rounds 2 --episodes 128 \
         --contenders textgym-grpo trl-grpo --out "$out"
+    step 120 python3 benchmarks/conversation_throughput.py --out "$out"
 fi

@@ -24,7 +24,7 @@ CUDA modules, allocator growth), which ``--skip`` leaves out of the totals. Writ
 ``results/loop_profile[_gpt2-small][_cuda].json``: seconds per generation of each phase, for each
 loop.
 
-    python benchmarks/loop_profile.py [--model tiny|gpt2-small] [--generations 6] [--skip 1]
+    python benchmarks/loop_profile.py [--model tiny|gpt2-small] [--generations 8] [--skip 2]
     python benchmarks/loop_profile.py --quick --out /tmp   # smoke run (CI)
 """
 
@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from common import gpt2_small_dir, machine, parse_args, write_json
+from common import gpt2_small_dir, machine, parse_args, results_file, write_json
 from vs_trl import Shape, save_embedded_model, train_textgym, train_trl
 
 PHASES = ("generation", "reward", "scoring", "update: forward and loss", "update: backward", "update: optimizer step",
@@ -161,8 +161,9 @@ def profile(loop: str, model_dir: str, generations: int, skip: int, shape: Shape
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny", choices=["tiny", "gpt2-small"])
-    parser.add_argument("--generations", type=int, default=6)
-    parser.add_argument("--skip", type=int, default=1, help="first generations left out of the totals (warm-up)")
+    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--skip", type=int, default=2,
+                        help="first generations left out of the totals (warm-up; one was too few for steady figures)")
     args = parse_args(parser, quick={"generations": 2, "skip": 1})
     if not 0 <= args.skip < args.generations:
         parser.error(f"--skip must be in [0, --generations), got {args.skip} with --generations {args.generations}")
@@ -182,8 +183,7 @@ def main() -> None:
         ours, trl = ((r["total_per_generation"] if phase == "total" else r["seconds_per_generation"][phase])
                      for r in loops.values())
         print(f"{phase:<28}{ours:>10.3f}{trl:>10.3f}")
-    suffix = ("" if args.model == "tiny" else f"_{args.model}") + ("_cuda" if cuda else "")
-    write_json(args.out / f"loop_profile{suffix}.json",
+    write_json(results_file(args.out, "loop_profile", args.model, device),
                {"machine": machine(), "device": device, "model": args.model, "generations": args.generations,
                 "skipped": args.skip, "shape": vars(shape), "loops": loops})
 

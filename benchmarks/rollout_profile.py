@@ -32,7 +32,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from transformers.cache_utils import DynamicLayer
 from transformers.generation.logits_process import LogitsProcessorList
 

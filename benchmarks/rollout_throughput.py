@@ -37,7 +37,7 @@ import torch
 import textgym  # noqa: F401  (registers the envs)
 from agents.trainers import TrainConfig, Trainer
 from agents.trainers.rollout import Rollout
-from common import gpt2_small_dir, machine, parse_args, write_json
+from common import gpt2_small_dir, machine, parse_args, results_file, write_json
 from textgym.models import default_device, load_causal_lm
 from textgym.models.sampling import HFSampler, Sampling, env_prompts, sample_for
 
@@ -115,8 +115,7 @@ def main() -> None:
               f"{r['ratio_vs_generate']:>8.2f}")
     record = {"env_id": ENV_ID, "batch": BATCH, "new_tokens": NEW_TOKENS, "device": str(device), "machine": machine(),
               "ratio_vs_generate": results.get("tiny", {}).get("ratio_vs_generate"), "models": results}
-    suffix = "" if device.type == "cpu" else f"_{device.type}"
-    write_json(args.out / f"rollout_throughput{suffix}.json", record)
+    write_json(results_file(args.out, "rollout_throughput", device=device.type), record)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from common import gpt2_small_dir, machine, parse_args, peak_memory_mib, write_json
+from common import gpt2_small_dir, machine, parse_args, peak_memory_mib, results_file, write_json
 from vs_trl import Shape, save_embedded_model, train_textgym, train_trl
 
 CONTENDERS = {
@@ -119,8 +119,7 @@ def main() -> None:
               if ours in results}
     print(f"our GRPO / TRL's GRPOTrainer, {shape.completions} completions of {shape.new_tokens} tokens: "
           + ", ".join(f"{key} {value:.3f}" for key, value in ratios.items()) + " (goal <= 0.6)")
-    suffix = "" if on_cpu else f"_{device}"
-    write_json(args.out / f"trainer_memory{suffix}.json", {"machine": machine(), "device": device,
+    write_json(results_file(args.out, "trainer_memory", device=device), {"machine": machine(), "device": device,
                                                           "num_envs": args.num_envs, "iterations": args.iterations,
                                                           "ratio_lora_kl_vs_no_reference": ratio,
                                                           **ratios,

@@ -64,7 +64,7 @@ from typing import Any
 
 import torch
 
-from common import gpt2_small_dir, machine, parse_args, peak_memory_mib, test_score, write_json
+from common import gpt2_small_dir, machine, parse_args, peak_memory_mib, results_file, test_score, write_json
 
 ENV_ID = "textgym/Sentiment-v0"
 GENERATION_BATCH, GROUP, MINIBATCH, EPOCHS, NEW_TOKENS = 32, 4, 16, 4, 48
@@ -234,8 +234,7 @@ def main() -> None:
         if "test_score" in ours:
             record["test_score_difference_vs_trl"] = ours["test_score"] - trl["test_score"]
             print(f"test score difference {record['test_score_difference_vs_trl']:+.3f} (goal >= 0)")
-    suffix = ("" if args.model == "tiny" else f"_{args.model}") + ("" if device == "cpu" else f"_{device}")
-    write_json(args.out / f"vs_trl{suffix}.json", record)
+    write_json(results_file(args.out, "vs_trl", args.model, device), record)
 
 
 if __name__ == "__main__":

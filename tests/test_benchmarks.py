@@ -217,6 +217,16 @@ def test_study_goal_counts_runs_short_of_the_threshold_as_the_whole_budget(monke
     assert goal({"sparse": cell([100_000]), "immediate": cell([None])}, 200_000)["best"] is None
 
 
+def test_results_files_of_other_models_and_devices_never_overwrite_tiny_on_cpu(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from common import results_file
+
+    out = Path("results")
+    names = [results_file(out, "vs_trl", model, device).name
+             for model in ("tiny", "gpt2-small") for device in ("cpu", "cuda")]
+    assert names == ["vs_trl.json", "vs_trl_cuda.json", "vs_trl_gpt2-small.json", "vs_trl_gpt2-small_cuda.json"]
+
+
 def test_loop_profile_quick_splits_both_loops_into_phases(tmp_path):
     run_quick("loop_profile.py", tmp_path)
     record = json.loads((tmp_path / "loop_profile.json").read_text())
