@@ -43,17 +43,26 @@ with a ±1 std band).
     python benchmarks/immediate_vs_sparse.py --tasks Keywords --update   # re-run one task, keep the others
     python benchmarks/immediate_vs_sparse.py --tasks Keywords --algos grpo --modes online --update  # one cell
     python benchmarks/immediate_vs_sparse.py --quick            # a smoke run: 1 seed, tiny budgets
+    python benchmarks/immediate_vs_sparse.py --reanalyse        # tables, goal and figures again from the saved runs
+
+Each run is logged to ``results/immediate_vs_sparse.runs.jsonl`` as it ends; the same command run
+again after a kill (or to continue a study split over sessions) runs only the missing runs.
+
+The goal also records whether the study can resolve it: a run crosses the threshold no earlier than
+its ``SMOOTHING``-th iteration, so where that is more than half of sparse's tokens no source can
+meet the goal, whatever its credit (``floor_ratio`` > 0.5, ``resolvable`` false).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import tempfile
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -90,7 +99,7 @@ TASK_HYPERPARAMETERS = {
     "Arithmetic": dict.fromkeys(ALGOS, dict(lr=5e-5, group_size=16, num_envs=256, minibatch_size=64, epochs=2)),
 }
 BUDGETS = {name: task.study_tokens for name, task in TASKS.items()}
-PER_TASK = ("budgets", "thresholds", "sources", "hyperparameters", "results", "study")  # keys by task
+PER_TASK = ("budgets", "thresholds", "sources", "hyperparameters", "study")  # keys by task
 QUICK_SOURCES = dict(episodes=16, heldout=8, num_envs=8, epochs=1)
 
 
@@ -177,6 +186,7 @@ def summarise(runs: list[dict], threshold: float, source: dict | None) -> dict:
     kl = [r["final_kl"] for r in runs]
     tokens = float(np.mean(hits)) if hits else None
     return {
+        "earliest_tokens_mean": float(np.mean([r["steps"][min(SMOOTHING, len(r["steps"])) - 1] for r in runs])),
         "tokens_to_threshold": reached,
         "tokens_to_threshold_mean": tokens,
         "tokens_to_threshold_with_source_mean": None if tokens is None else tokens + (source or {}).get(
@@ -196,23 +206,28 @@ def censored_mean(reached: list[int | None], budget: int) -> float:
 def goal(cells: dict[str, dict], budget: int) -> dict:
     """Issue 13's goal for one (task, algo): the best dense mode's token ratio to sparse (censored
     means), and whether all its runs reach the threshold with at most half of sparse's tokens,
-    without ending below sparse by more than one std."""
+    without ending below sparse by more than one std. ``floor_ratio``: the earliest any dense mode's
+    runs could cross the threshold, as a share of sparse's tokens; above 0.5 the goal cannot be met
+    by any source (``resolvable``)."""
     sparse = cells["sparse"]
+    sparse_tokens = censored_mean(sparse["tokens_to_threshold"], budget)
+    floor = min(c["earliest_tokens_mean"] for m, c in cells.items() if m != "sparse") / sparse_tokens
+    verdict = {"floor_ratio": floor, "resolvable": bool(floor <= 0.5), "sparse_reached": sparse["reached"]}
     dense = {m: censored_mean(c["tokens_to_threshold"], budget) for m, c in cells.items()
              if m != "sparse" and any(t is not None for t in c["tokens_to_threshold"])}
     if not dense:
-        return {"best": None, "token_ratio": None, "met": False}
+        return {"best": None, "token_ratio": None, "met": False, **verdict}
     best = min(dense, key=dense.get)
-    ratio = dense[best] / censored_mean(sparse["tokens_to_threshold"], budget)
+    ratio = dense[best] / sparse_tokens
     all_reached = None not in cells[best]["tokens_to_threshold"]
     not_worse = cells[best]["test_score_mean"] >= sparse["test_score_mean"] - sparse["test_score_std"]
-    return {"best": best, "token_ratio": ratio, "sparse_reached": sparse["reached"],
-            "met": bool(ratio <= 0.5 and all_reached and not_worse)}
+    return {"best": best, "token_ratio": ratio, "met": bool(ratio <= 0.5 and all_reached and not_worse), **verdict}
 
 
 def goals(record: dict) -> dict[str, dict]:
-    """The goal per task and algorithm of a results record."""
-    return {task: {algo: goal(cells, record["budgets"][task]) for algo, cells in algos.items()}
+    """The goal per task and algorithm of a results record, where sparse and a dense mode both ran."""
+    return {task: {algo: goal(cells, record["budgets"][task]) for algo, cells in algos.items()
+                   if "sparse" in cells and len(cells) > 1}
             for task, algos in record["results"].items()}
 
 
@@ -220,25 +235,33 @@ def cell_of(run: dict) -> tuple[str, str, str]:
     return run["task"], run["algo"], run["mode"]
 
 
+def planned_cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """The (task, algorithm, mode) cells that ``args`` runs."""
+    return [(task, algo, mode) for task in args.tasks for algo, mode in product(args.algos, modes(task))
+            if mode in args.modes]
+
+
+def stale_cells(old: dict, cells: list[tuple[str, str, str]], limits: dict[str, float], budgets: dict[str, int]
+                ) -> list[str]:
+    """The cells ``old`` would keep beside ``cells`` (``--update``) whose task this run gives another
+    threshold or budget (a model rebuild moves the baselines): kept and new cells of one task must
+    share them. Checked before any run, so that hours of runs are not refused at the end."""
+    return sorted({"/".join(cell_of(r)) + f" (threshold {old['thresholds'][r['task']]:.3f}, budget "
+                   f"{old['budgets'][r['task']]:,})" for r in old["runs"]
+                   if r["task"] in budgets and cell_of(r) not in cells
+                   and (old["thresholds"][r["task"]], old["budgets"][r["task"]]) != (limits[r["task"]],
+                                                                                      budgets[r["task"]])})
+
+
 def updated(old: dict, new: dict) -> dict:
-    """``old``'s record with ``new``'s cells (task, algorithm, mode) in place of its own, and the
-    cells ``new`` did not run kept (``--update``). Kept and new cells of one task must share its
-    threshold and budget."""
+    """``old``'s record with ``new``'s runs in place of its own of the same cells (task, algorithm,
+    mode), and the runs of the cells ``new`` did not run kept (``--update``; ``analyse`` then
+    summarises them all)."""
     ran = {cell_of(r) for r in new["runs"]}
     kept = [r for r in old["runs"] if cell_of(r) not in ran]
-    for task in {r["task"] for r in kept} & set(new["results"]):
-        for key in ("thresholds", "budgets"):
-            if old[key][task] != new[key][task]:
-                raise ValueError(f"{task}'s {key} entry changed ({old[key][task]} -> {new[key][task]}): re-run all "
-                                 "of its cells, not some")
     record = dict(new)
     for key in PER_TASK:
         record[key] = old[key] | new[key]
-    record["results"] = {task: {algo: dict(cells) for algo, cells in by_algo.items()}
-                         for task, by_algo in old["results"].items()}
-    for task, by_algo in new["results"].items():
-        for algo, cells in by_algo.items():
-            record["results"].setdefault(task, {}).setdefault(algo, {}).update(cells)
     record["runs"] = kept + new["runs"]
     return record
 
@@ -250,7 +273,8 @@ def meeting_goal(goals: dict[str, dict]) -> int:
 def describe(g: dict) -> str:
     best = ("no dense mode reached it" if g["best"] is None else
             f"{g['best']} at {g['token_ratio']:.2f}x sparse's tokens (sparse reached {g['sparse_reached']})")
-    return f"{best}, {'met' if g['met'] else 'not met'}"
+    floor = "" if g["resolvable"] else f"; unresolvable: no run crosses before {g['floor_ratio']:.2f}x"
+    return f"{best}, {'met' if g['met'] else 'not met'}{floor}"
 
 
 def band(runs: list[dict], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -273,6 +297,116 @@ def plot_task(task: str, cells: dict[tuple[str, str], list[dict]], threshold: fl
             ax.legend(fontsize=7)
 
 
+def analyse(record: dict, out: Path) -> dict:
+    """``record`` summarised from its runs, thresholds and sources, every task's (kept ones
+    included): its results table and goal, printed, and one figure per task drawn into ``out``."""
+    from textgym.tasks import TRAINED_SOURCES
+
+    cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for run in record["runs"]:
+        cells[cell_of(run)].append(run)
+    tasks = [t for t in TASKS if t in {task for task, _, _ in cells}]
+    table = {}
+    print(f"\n{'task':<11}{'algo':<6}{'mode':<10}{'threshold':>10}{'reached':>8}{'tokens to it':>14}{'+ source':>10}"
+          f"{'minutes':>8}{'test score':>16}{'KL/episode':>14}")
+    for task, algo, mode in (key for key in product(tasks, ALGOS, MODES) if key in cells):
+        limit, source = record["thresholds"][task], record["sources"][task].get(TRAINED_SOURCES.get(env_mode(mode), ""))
+        stats = table.setdefault(task, {}).setdefault(algo, {})[mode] = summarise(cells[task, algo, mode], limit, source)
+        tokens, total, took = (stats[k] for k in ("tokens_to_threshold_mean", "tokens_to_threshold_with_source_mean",
+                                                  "minutes_to_threshold_mean"))
+        print(f"{task:<11}{algo:<6}{mode:<10}{limit:>10.3f}{stats['reached']:>8}"
+              f"{'-' if tokens is None else f'{tokens:,.0f}':>14}{'-' if total is None else f'{total:,.0f}':>10}"
+              f"{'-' if took is None else f'{took:.2f}':>8}"
+              f"{stats['test_score_mean']:>9.3f} ± {stats['test_score_std']:.3f}"
+              f"{stats['final_kl_mean']:>8.2f} ± {stats['final_kl_std']:.2f}")
+    for task in tasks:
+        plot_task(task, {(a, m): runs for (t, a, m), runs in cells.items() if t == task}, record["thresholds"][task],
+                  out / f"immediate_vs_sparse_{task.lower()}.png")
+    record["results"] = table
+    record["goal"] = goals(record)
+    print("\ngoal: the best dense mode reaches the threshold with <= 0.5x sparse's tokens, not below sparse - 1 std")
+    for task, by_algo in record["goal"].items():
+        print(f"{task:<11}" + "  ".join(f"{algo}: {describe(g)}" for algo, g in by_algo.items()))
+    record["tasks_meeting_goal"] = met = meeting_goal(record["goal"])
+    print(f"tasks meeting the goal for PPO and GRPO alike: {met} of {len(record['goal'])} (goal: 3)")
+    return record
+
+
+class RunLog:
+    """Finished runs, one JSON line each, appended and flushed to disk as each run ends: a study that
+    is killed, or stopped to be continued in another session, resumes from it and runs only what is
+    missing. A logged run is reused only if it ran on the same embedded model, with the same
+    hyperparameters and with sources that fitted to the same figures (a source trained again after
+    its cache was lost must be the same source). ``main`` removes the log once the results file
+    holds its runs."""
+
+    def __init__(self, path: Path):
+        from textgym.models import tiny_path
+
+        self.path = path
+        self.model = hashlib.sha256((tiny_path() / "model.safetensors").read_bytes()).hexdigest()[:16]
+        lines = path.read_text().splitlines() if path.is_file() else []
+        self.logged = {entry["key"]: entry for entry in map(json.loads, filter(None, lines))}
+
+    def setting(self, run: Run, sources: dict) -> dict:
+        """What a logged run must share with ``run`` to stand for it."""
+        return {"key": f"{run.name}/{run.steps}-tokens/{run.episodes}-episodes", "model": self.model,
+                "hyperparameters": hyperparameters(run.task, run.algo),
+                "sources": {name: [s["rollout_tokens"], s["report"]] for name, s in sources.items()}}
+
+    def finished(self, run: Run, sources: dict) -> dict | None:
+        """``run``'s logged result, if it ran in the same setting."""
+        setting = self.setting(run, sources)
+        entry = self.logged.get(setting["key"])
+        return entry["result"] if entry and {k: entry[k] for k in setting} == setting else None
+
+    def add(self, run: Run, sources: dict, result: dict) -> None:
+        entry = {**self.setting(run, sources), "result": result}
+        with self.path.open("a") as log:
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+
+def run_study(args: argparse.Namespace, limits: dict[str, float], budgets: dict[str, int], log: RunLog) -> dict:
+    """Train the sources and run every cell of ``args`` that ``log`` has not finished; the record of
+    these cells' runs alone."""
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        sources_root = args.sources / "quick" if args.quick else args.sources
+        sources = dict(zip(args.tasks, pool.map(train_sources, args.tasks, [sources_root] * len(args.tasks),
+                                                [args.quick] * len(args.tasks))))
+        for task, trained in sources.items():
+            print(f"{task}: " + ", ".join(f"{name} {s['rollout_tokens']:,} rollout tokens, {s['minutes']:.1f} min"
+                                          for name, s in trained.items()), flush=True)
+        runs = [Run(task, algo, mode, seed, budgets[task], args.episodes,
+                    {name: s["path"] for name, s in sources[task].items()})
+                for (task, algo, mode), seed in product(planned_cells(args), range(args.seeds))]
+        results = [log.finished(run, sources[run.task]) for run in runs]
+        resumed = [run.task for run, result in zip(runs, results) if result is not None]
+        if resumed:
+            print(f"resuming: {len(resumed)} of {len(runs)} runs finished before ({log.path})", flush=True)
+        futures = {pool.submit(train_one, run): i for i, (run, result) in enumerate(zip(runs, results)) if result is None}
+        for future in as_completed(futures):  # logged as each ends, not in order: a kill loses only runs under way
+            run, result = runs[futures[future]], future.result()
+            log.add(run, sources[run.task], result)
+            results[futures[future]] = result
+            print(f"{run.name}: test {result['test_score']:.3f}, KL {result['final_kl']:.2f}, "
+                  f"{result['minutes']:.1f} min", flush=True)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\n{len(futures)} runs in {minutes:.1f} min with {args.workers} workers ({len(resumed)} resumed)")
+    return {
+        "machine": machine(), "minutes": minutes, "workers": args.workers, "seeds": args.seeds,
+        "test_episodes": args.episodes, "smoothing_iterations": SMOOTHING,
+        "hyperparameters": {t: {a: hyperparameters(t, a) for a in ALGOS} for t in args.tasks},
+        "budgets": budgets, "thresholds": limits, "sources": sources,
+        "study": {task: {"finished": time.strftime("%Y-%m-%d %H:%M"), "minutes": minutes, "tasks": args.tasks,
+                         "algos": args.algos, "modes": args.modes,
+                         "resumed_runs": resumed.count(task)}
+                  for task in args.tasks},
+        "runs": results}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
@@ -287,68 +421,29 @@ def main() -> None:
                         help="where the trained sources are cached, one directory per task")
     parser.add_argument("--update", action="store_true",
                         help="keep the results of the tasks not run from the existing results file")
+    parser.add_argument("--reanalyse", action="store_true",
+                        help="run nothing: summarise the existing results file's runs again (after a change to the "
+                             "analysis), with the thresholds and budgets they were run with")
     args = parse_args(parser, quick={"seeds": 1, "episodes": 16, "budget_scale": 1 / 200})
-    limits = thresholds()
-    start = time.perf_counter()
-    cells: dict[tuple[str, str, str], list[dict]] = {}
-    with ProcessPoolExecutor(args.workers) as pool:
-        sources_root = args.sources / "quick" if args.quick else args.sources
-        sources = dict(zip(args.tasks, pool.map(train_sources, args.tasks, [sources_root] * len(args.tasks),
-                                                [args.quick] * len(args.tasks))))
-        for task, trained in sources.items():
-            print(f"{task}: " + ", ".join(f"{name} {s['rollout_tokens']:,} rollout tokens, {s['minutes']:.1f} min"
-                                          for name, s in trained.items()), flush=True)
-        runs = [Run(task, algo, mode, seed, int(BUDGETS[task] * args.budget_scale), args.episodes,
-                    {name: s["path"] for name, s in sources[task].items()})
-                for task in args.tasks for algo, mode, seed in product(args.algos, modes(task), range(args.seeds))
-                if mode in args.modes]
-        for run, result in zip(runs, pool.map(train_one, runs)):
-            cells.setdefault((run.task, run.algo, run.mode), []).append(result)
-            print(f"{run.name}: test {result['test_score']:.3f}, KL {result['final_kl']:.2f}, "
-                  f"{result['minutes']:.1f} min", flush=True)
-    minutes = (time.perf_counter() - start) / 60
-
-    from textgym.tasks import TRAINED_SOURCES
-
-    table = {}
-    print(f"\n{'task':<11}{'algo':<6}{'mode':<10}{'threshold':>10}{'reached':>8}{'tokens to it':>14}{'+ source':>10}"
-          f"{'minutes':>8}{'test score':>16}{'KL/episode':>14}")
-    for (task, algo, mode), cell in cells.items():
-        source = sources[task].get(TRAINED_SOURCES.get(env_mode(mode), ""))
-        stats = table.setdefault(task, {}).setdefault(algo, {})[mode] = summarise(cell, limits[task], source)
-        tokens, total, took = (stats[k] for k in ("tokens_to_threshold_mean", "tokens_to_threshold_with_source_mean",
-                                                  "minutes_to_threshold_mean"))
-        print(f"{task:<11}{algo:<6}{mode:<10}{limits[task]:>10.3f}{stats['reached']:>8}"
-              f"{'-' if tokens is None else f'{tokens:,.0f}':>14}{'-' if total is None else f'{total:,.0f}':>10}"
-              f"{'-' if took is None else f'{took:.2f}':>8}"
-              f"{stats['test_score_mean']:>9.3f} ± {stats['test_score_std']:.3f}"
-              f"{stats['final_kl_mean']:>8.2f} ± {stats['final_kl_std']:.2f}")
-    budgets = {t: int(BUDGETS[t] * args.budget_scale) for t in args.tasks}
-    print(f"\n{len(runs)} runs in {minutes:.1f} min with {args.workers} workers")
-    record = {
-        "machine": machine(), "minutes": minutes, "workers": args.workers, "seeds": args.seeds,
-        "test_episodes": args.episodes, "smoothing_iterations": SMOOTHING,
-        "hyperparameters": {t: {a: hyperparameters(t, a) for a in ALGOS} for t in args.tasks},
-        "budgets": budgets, "thresholds": {t: limits[t] for t in args.tasks}, "sources": sources, "results": table,
-        "study": dict.fromkeys(args.tasks, {"finished": time.strftime("%Y-%m-%d %H:%M"), "minutes": minutes,
-                                            "tasks": args.tasks, "algos": args.algos, "modes": args.modes}),
-        "runs": [r for cell in cells.values() for r in cell]}
-    path = args.out / "immediate_vs_sparse.json"
-    if args.update and path.is_file():
-        record = updated(json.loads(path.read_text()), record)
+    path, log = args.out / "immediate_vs_sparse.json", RunLog(args.out / "immediate_vs_sparse.runs.jsonl")
     args.out.mkdir(parents=True, exist_ok=True)
-    for task in args.tasks:  # from every run of the task, kept ones included
-        task_cells = defaultdict(list)
-        for r in (r for r in record["runs"] if r["task"] == task):
-            task_cells[r["algo"], r["mode"]].append(r)
-        plot_task(task, task_cells, limits[task], args.out / f"immediate_vs_sparse_{task.lower()}.png")
-    record["goal"] = goals(record)  # every task's, by today's rule, when others' results were kept
-    print("\ngoal: the best dense mode reaches the threshold with <= 0.5x sparse's tokens, not below sparse - 1 std")
-    for task, by_algo in record["goal"].items():
-        print(f"{task:<11}" + "  ".join(f"{algo}: {describe(g)}" for algo, g in by_algo.items()))
-    record["tasks_meeting_goal"] = met = meeting_goal(record["goal"])
-    print(f"tasks meeting the goal for PPO and GRPO alike: {met} of {len(record['goal'])} (goal: 3)")
-    write_json(path, record)
+    if args.reanalyse:
+        if not path.is_file():
+            parser.error(f"--reanalyse reads {path}, which does not exist; run the study first")
+        record = json.loads(path.read_text())
+    else:
+        limits = {t: limit for t, limit in thresholds().items() if t in args.tasks}
+        budgets = {t: int(BUDGETS[t] * args.budget_scale) for t in args.tasks}
+        old = json.loads(path.read_text()) if args.update and path.is_file() else None
+        if old is not None and (stale := stale_cells(old, planned_cells(args), limits, budgets)):
+            parser.error(f"--update would keep cells run with another threshold or budget than this run's: "
+                         f"{'; '.join(stale)}; run their modes and algorithms too, or remove their runs from {path}")
+        record = run_study(args, limits, budgets, log)
+        if old is not None:
+            record = updated(old, record)
+    write_json(path, analyse(record, args.out))
+    if not args.reanalyse:
+        log.path.unlink(missing_ok=True)  # its runs are in the results file now
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def run_quick(script: str, out: Path, *args: str) -> None:
                    env=env, cwd=out, timeout=900)
 
 
-def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path):
+def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path, monkeypatch):
     from textgym.rewards import RewardModelScore
     from textgym.tasks import REWARD_MODES, TASKS
 
@@ -41,10 +41,21 @@ def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path):
         assert (tmp_path / f"immediate_vs_sparse_{task.lower()}.png").stat().st_size > 0
     assert {r["mode"] for r in record["runs"]} == {*REWARD_MODES, "online"}
     assert all(r["steps"][-1] >= record["budgets"][r["task"]] for r in record["runs"])
+    assert not (tmp_path / "immediate_vs_sparse.runs.jsonl").exists()  # the log is gone once the results hold it
+    # A run logged before (a study killed part-way) is not run again: a marked copy of seed 0 stands for it.
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from immediate_vs_sparse import Run, RunLog
+
+    logged = next(r for r in record["runs"] if (r["task"], r["algo"], r["mode"]) == ("Sentiment", "grpo", "sparse"))
+    log = RunLog(tmp_path / "immediate_vs_sparse.runs.jsonl")
+    run = Run("Sentiment", "grpo", "sparse", 0, record["budgets"]["Sentiment"], record["test_episodes"], {})
+    log.add(run, record["sources"]["Sentiment"], {**logged, "test_score": 7.0})
     # Re-running some cells of one task replaces their results and runs and keeps every other cell.
     run_quick("immediate_vs_sparse.py", tmp_path, "--tasks", "Sentiment", "--algos", "grpo", "--modes", "sparse",
               "online", "--update")
     updated = json.loads((tmp_path / "immediate_vs_sparse.json").read_text())
+    assert updated["study"]["Sentiment"]["resumed_runs"] == 1
+    assert updated["results"]["Sentiment"]["grpo"]["sparse"]["test_score_mean"] == 7.0
     assert set(updated["results"]) == set(TASKS) and len(updated["runs"]) == len(record["runs"])
     assert updated["study"]["Sentiment"]["modes"] == ["sparse", "online"]
     assert updated["study"]["Keywords"]["tasks"] == list(TASKS)
@@ -53,6 +64,11 @@ def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path):
     assert set(updated["results"]["Sentiment"]["grpo"]) == set(record["results"]["Sentiment"]["grpo"])
     new_runs = [r for r in updated["runs"] if r not in record["runs"]]
     assert {(r["task"], r["algo"], r["mode"]) for r in new_runs} == {("Sentiment", "grpo", m) for m in ("sparse", "online")}
+    # Re-analysing runs nothing and summarises the same runs to the same tables.
+    run_quick("immediate_vs_sparse.py", tmp_path, "--reanalyse")
+    again = json.loads((tmp_path / "immediate_vs_sparse.json").read_text())
+    assert again["runs"] == updated["runs"] and again["results"] == updated["results"]
+    assert again["goal"] == updated["goal"]
 
 
 def test_vs_trl_quick_compares_our_grpo_with_trls(tmp_path):
@@ -198,13 +214,18 @@ def test_study_goal_counts_runs_short_of_the_threshold_as_the_whole_budget(monke
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from immediate_vs_sparse import goal
 
-    def cell(reached, score=0.9, std=0.01):
+    def cell(reached, score=0.9, std=0.01, earliest=4_000):
         return {"tokens_to_threshold": reached, "test_score_mean": score, "test_score_std": std,
-                "reached": f"{sum(t is not None for t in reached)}/{len(reached)}"}
+                "reached": f"{sum(t is not None for t in reached)}/{len(reached)}", "earliest_tokens_mean": earliest}
 
     # Sparse never reaches it within 200k: dense's 60k is at most 0.3x (sparse's true tokens are >= 200k).
     met = goal({"sparse": cell([None, None]), "immediate": cell([60_000, 60_000])}, 200_000)
-    assert met == {"best": "immediate", "token_ratio": 0.3, "sparse_reached": "0/2", "met": True}
+    assert met == {"best": "immediate", "token_ratio": 0.3, "sparse_reached": "0/2", "met": True,
+                   "floor_ratio": 0.02, "resolvable": True}
+    # Sparse crosses at 6k, and no run can cross before its 4th iteration at 4k: 0.5x is out of reach.
+    early = goal({"sparse": cell([6_000]), "immediate": cell([4_000]), "learned": cell([5_000], earliest=3_500)},
+                 200_000)
+    assert early["floor_ratio"] == 3_500 / 6_000 and not early["resolvable"] and not early["met"]
     # One lucky seed is no longer a mean of 10k: the other counts as the budget, and a mode with a
     # run short of the threshold cannot meet the goal.
     partial = goal({"sparse": cell([100_000, 100_000]), "learned": cell([10_000, None]),
@@ -215,6 +236,23 @@ def test_study_goal_counts_runs_short_of_the_threshold_as_the_whole_budget(monke
     # Fast but worse than sparse by more than one std: not met.
     assert not goal({"sparse": cell([100_000]), "immediate": cell([10_000], score=0.5)}, 200_000)["met"]
     assert goal({"sparse": cell([100_000]), "immediate": cell([None])}, 200_000)["best"] is None
+
+
+def test_study_update_refuses_before_any_run_to_keep_cells_of_another_threshold(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from immediate_vs_sparse import stale_cells
+
+    old = {"thresholds": {"Keywords": 0.715, "Sentiment": 0.79}, "budgets": {"Keywords": 200_000, "Sentiment": 16_000},
+           "runs": [{"task": "Keywords", "algo": a, "mode": m, "seed": 0} for a in ("ppo", "grpo")
+                    for m in ("sparse", "online")] + [{"task": "Sentiment", "algo": "ppo", "mode": "sparse", "seed": 0}]}
+    rebuilt = {"Keywords": 0.730}
+    ppo = [("Keywords", "ppo", "sparse"), ("Keywords", "ppo", "online")]
+    assert stale_cells(old, ppo, rebuilt, {"Keywords": 200_000}) == [
+        "Keywords/grpo/online (threshold 0.715, budget 200,000)", "Keywords/grpo/sparse (threshold 0.715, budget 200,000)"]
+    every_cell = ppo + [("Keywords", "grpo", "sparse"), ("Keywords", "grpo", "online")]
+    assert stale_cells(old, every_cell, rebuilt, {"Keywords": 200_000}) == []  # Sentiment's cells are not its task
+    assert stale_cells(old, ppo, {"Keywords": 0.715}, {"Keywords": 200_000}) == []  # same threshold: kept as they are
+    assert len(stale_cells(old, ppo, {"Keywords": 0.715}, {"Keywords": 100_000})) == 2  # another budget
 
 
 def test_results_files_of_other_models_and_devices_never_overwrite_tiny_on_cpu(monkeypatch):
