@@ -336,9 +336,9 @@ class RunLog:
     """Finished runs, one JSON line each, appended and flushed to disk as each run ends: a study that
     is killed, or stopped to be continued in another session, resumes from it and runs only what is
     missing. A logged run is reused only if it ran on the same embedded model, with the same
-    hyperparameters and with sources that fitted to the same figures (a source trained again after
-    its cache was lost must be the same source). ``main`` removes the log once the results file
-    holds its runs."""
+    hyperparameters and, where its mode uses a trained source, one that fitted to the same figures
+    (a source trained again after its cache was lost must be the same source). ``main`` removes the
+    log once the results file holds its runs."""
 
     def __init__(self, path: Path):
         from textgym.models import tiny_path
@@ -349,10 +349,14 @@ class RunLog:
         self.logged = {entry["key"]: entry for entry in map(json.loads, filter(None, lines))}
 
     def setting(self, run: Run, sources: dict) -> dict:
-        """What a logged run must share with ``run`` to stand for it."""
+        """What a logged run must share with ``run`` to stand for it: of ``sources`` (its task's), the
+        fit of the one its mode uses."""
+        from textgym.tasks import TRAINED_SOURCES
+
+        used = sources.get(TRAINED_SOURCES.get(env_mode(run.mode), ""))
         return {"key": f"{run.name}/{run.steps}-tokens/{run.episodes}-episodes", "model": self.model,
                 "hyperparameters": hyperparameters(run.task, run.algo),
-                "sources": {name: [s["rollout_tokens"], s["report"]] for name, s in sources.items()}}
+                "source": None if used is None else [used["rollout_tokens"], used["report"]]}
 
     def finished(self, run: Run, sources: dict) -> dict | None:
         """``run``'s logged result, if it ran in the same setting."""
