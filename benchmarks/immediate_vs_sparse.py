@@ -345,8 +345,13 @@ class RunLog:
 
         self.path = path
         self.model = hashlib.sha256((tiny_path() / "model.safetensors").read_bytes()).hexdigest()[:16]
-        lines = path.read_text().splitlines() if path.is_file() else []
-        self.logged = {entry["key"]: entry for entry in map(json.loads, filter(None, lines))}
+        self.logged = {}
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # cut short by a kill while it was written: that run runs again
+                continue
+            self.logged[entry["key"]] = entry
 
     def setting(self, run: Run, sources: dict) -> dict:
         """What a logged run must share with ``run`` to stand for it: of ``sources`` (its task's), the
@@ -366,8 +371,9 @@ class RunLog:
 
     def add(self, run: Run, sources: dict, result: dict) -> None:
         entry = {**self.setting(run, sources), "result": result}
-        with self.path.open("a") as log:
-            log.write(json.dumps(entry) + "\n")
+        written = self.path.read_bytes() if self.path.is_file() else b""
+        with self.path.open("a") as log:  # after a line cut short by a kill, on a line of its own
+            log.write(("\n" if written and not written.endswith(b"\n") else "") + json.dumps(entry) + "\n")
             log.flush()
             os.fsync(log.fileno())
 

@@ -255,6 +255,25 @@ def test_study_update_refuses_before_any_run_to_keep_cells_of_another_threshold(
     assert len(stale_cells(old, ppo, {"Keywords": 0.715}, {"Keywords": 100_000})) == 2  # another budget
 
 
+def test_study_run_log_survives_a_line_cut_short_by_a_kill(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from immediate_vs_sparse import Run, RunLog
+
+    path, sources = tmp_path / "runs.jsonl", {"potential": {"rollout_tokens": 10, "report": {"r": 0.5}}}
+    runs = [Run("Sentiment", "ppo", mode, 0, 100, 8, {}) for mode in ("sparse", "learned", "implicit")]
+    RunLog(path).add(runs[0], sources, {"test_score": 0.1})
+    with path.open("a") as log:
+        log.write('{"key": "Sentiment/ppo/implicit')  # killed while writing
+    log = RunLog(path)
+    assert log.finished(runs[0], sources) == {"test_score": 0.1} and log.finished(runs[2], sources) is None
+    log.add(runs[1], sources, {"test_score": 0.2})
+    again = RunLog(path)
+    assert again.finished(runs[1], sources) == {"test_score": 0.2}
+    # A learned run stands only for one whose potential fitted the same; a sparse one needs no source.
+    refit = {"potential": {"rollout_tokens": 10, "report": {"r": 0.6}}}
+    assert again.finished(runs[1], refit) is None and again.finished(runs[0], refit) == {"test_score": 0.1}
+
+
 def test_results_files_of_other_models_and_devices_never_overwrite_tiny_on_cpu(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from common import results_file
