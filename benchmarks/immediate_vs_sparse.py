@@ -90,6 +90,13 @@ def modes(task: str) -> list[str]:
 def env_mode(mode: str) -> str:
     """The env's ``reward_mode`` of a study mode."""
     return "implicit" if mode == ONLINE else mode
+
+
+def used_source(sources: dict, mode: str) -> dict | None:
+    """Of a task's trained ``sources``, the one that ``mode`` uses (None: it uses none)."""
+    from textgym.tasks import TRAINED_SOURCES
+
+    return sources.get(TRAINED_SOURCES.get(env_mode(mode), ""))
 HYPERPARAMETERS = dict(lr=3e-5, kl_coef=0.05, num_envs=32, minibatch_size=16, epochs=4, group_size=4,
                        checkpoint_every=10**9)  # no periodic checkpoints: the study only needs the end
 # Tasks that sparse reward learns slowly get the settings with which learnability.py (and its one-seed
@@ -300,8 +307,6 @@ def plot_task(task: str, cells: dict[tuple[str, str], list[dict]], threshold: fl
 def analyse(record: dict, out: Path) -> dict:
     """``record`` summarised from its runs, thresholds and sources, every task's (kept ones
     included): its results table and goal, printed, and one figure per task drawn into ``out``."""
-    from textgym.tasks import TRAINED_SOURCES
-
     cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for run in record["runs"]:
         cells[cell_of(run)].append(run)
@@ -310,7 +315,7 @@ def analyse(record: dict, out: Path) -> dict:
     print(f"\n{'task':<11}{'algo':<6}{'mode':<10}{'threshold':>10}{'reached':>8}{'tokens to it':>14}{'+ source':>10}"
           f"{'minutes':>8}{'test score':>16}{'KL/episode':>14}")
     for task, algo, mode in (key for key in product(tasks, ALGOS, MODES) if key in cells):
-        limit, source = record["thresholds"][task], record["sources"][task].get(TRAINED_SOURCES.get(env_mode(mode), ""))
+        limit, source = record["thresholds"][task], used_source(record["sources"][task], mode)
         stats = table.setdefault(task, {}).setdefault(algo, {})[mode] = summarise(cells[task, algo, mode], limit, source)
         tokens, total, took = (stats[k] for k in ("tokens_to_threshold_mean", "tokens_to_threshold_with_source_mean",
                                                   "minutes_to_threshold_mean"))
@@ -356,9 +361,7 @@ class RunLog:
     def setting(self, run: Run, sources: dict) -> dict:
         """What a logged run must share with ``run`` to stand for it: of ``sources`` (its task's), the
         fit of the one its mode uses."""
-        from textgym.tasks import TRAINED_SOURCES
-
-        used = sources.get(TRAINED_SOURCES.get(env_mode(run.mode), ""))
+        used = used_source(sources, run.mode)
         return {"key": f"{run.name}/{run.steps}-tokens/{run.episodes}-episodes", "model": self.model,
                 "hyperparameters": hyperparameters(run.task, run.algo),
                 "source": None if used is None else [used["rollout_tokens"], used["report"]]}
