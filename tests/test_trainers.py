@@ -228,6 +228,28 @@ def test_a_minibatch_drops_only_columns_that_are_padding_in_all_its_rows():
                                    atol=1e-5, rtol=0)
 
 
+def test_scoring_groups_rows_by_length_and_gives_the_full_batch_forwards_values(tmp_path):
+    """The old and reference log-probs (and values) come from forwards over rows of similar length
+    with their padding columns dropped; they equal one forward over the whole padded batch."""
+    config = small_config(tmp_path, env_id="textgym/Sentiment-v0", env_kwargs={"max_new_tokens": 32}, num_envs=8,
+                          minibatch_size=2, kl_coef=0.05)
+    trainer = Trainer(config, progress=False)
+    batch = trainer.rollout.collect(trainer.sampler, list(range(8)), torch.Generator().manual_seed(0))
+    assert batch.lengths.min() < batch.lengths.max()  # rows of different length, or nothing is dropped
+    tokens_run = []
+    trainer.policy.register_forward_pre_hook(lambda module, args: tokens_run.append(args[0].numel()))
+    old, ref = trainer._score(batch)
+    assert sum(tokens_run) < batch.ids.numel()  # padding columns dropped
+    full = trainer.policy(batch.ids, batch.mask, batch.completion_tokens)
+    taken = batch.completion_mask
+    for name in ("logprobs", "values", "entropy"):
+        torch.testing.assert_close(getattr(old, name) * taken, getattr(full, name) * taken, atol=1e-5, rtol=0)
+    full_ref = trainer.reference.logprobs(batch.ids, batch.mask, batch.completion_tokens)
+    torch.testing.assert_close(ref * taken, full_ref * taken, atol=1e-5, rtol=0)
+    padding = batch.mask[:, -batch.completion_tokens:] == 0  # however each forward padded its rows
+    assert (old.logprobs[padding] == 0).all() and (ref[padding] == 0).all() and (full.logprobs[padding] == 0).all()
+
+
 def test_rollout_evaluate_and_training_honour_the_envs_action_mask():
     """Sampling never picks what action_masks() forbids, and the training log-probs are those of the
     masked distribution the tokens came from."""

@@ -31,7 +31,7 @@ from textgym.models.sampling import action_logits
 
 
 class TokenOutputs(NamedTuple):
-    logprobs: torch.Tensor  # (B, T): log pi(token_t | prefix), at the sampling temperature
+    logprobs: torch.Tensor  # (B, T): log pi(token_t | prefix), at the sampling temperature; 0 at padding
     values: torch.Tensor | None  # (B, T): V(prefix before token_t)
     entropy: torch.Tensor  # (B, T)
 
@@ -45,16 +45,22 @@ def completion_hidden(lm: nn.Module, ids: torch.Tensor, mask: torch.Tensor, comp
         return hidden_states(lm, ids, mask)[:, -completion_tokens - 1 : -1]
 
 
-def completion_logprobs(lm: nn.Module, hidden: torch.Tensor, tokens: torch.Tensor,
+def completion_logprobs(lm: nn.Module, hidden: torch.Tensor, tokens: torch.Tensor, real: torch.Tensor,
                         cut: Callable[[torch.Tensor], torch.Tensor], entropy_grad: bool = True
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies (B, T) of ``tokens`` (B, T) after ``hidden`` (B, T, H), with ``cut``
-    turning LM logits into action logits; chunked (``agents.lm.chunked_logprobs``)."""
+    turning LM logits into action logits; chunked (``agents.lm.chunked_logprobs``).
+
+    Both are 0 at padding (``real`` 0), whichever forward computes them: a padding token that ``cut``
+    forbids has a log-prob of about -3.4e38, and the forwards that score a batch and those that
+    update on it pad rows differently; a loss that squares or exponentiates the difference there
+    meets inf, and inf times a mask of 0 is NaN."""
     batch, steps = tokens.shape
     with autocast(hidden.device):
         logprobs, entropy = chunked_logprobs(hidden.reshape(batch * steps, -1), lm.get_output_embeddings(),
                                              tokens.reshape(-1), lambda logits, rows: cut(logits), entropy_grad)
-    return logprobs.view(batch, steps), entropy.view(batch, steps)
+    real = real.bool()
+    return logprobs.view(batch, steps).where(real, 0.0), entropy.view(batch, steps).where(real, 0.0)
 
 
 @contextmanager
@@ -105,8 +111,8 @@ class TokenPolicy(nn.Module):
         """``entropy_grad``: whether the loss differentiates the entropy (``Algorithm.trains_entropy``)."""
         with train_mode(self.lm) if self.gradient_checkpointing else nullcontext():
             hidden = completion_hidden(self.lm, ids, mask, completion_tokens)
-        logprobs, entropy = completion_logprobs(self.lm, hidden, ids[:, -completion_tokens:], self.action_logits,
-                                                entropy_grad)
+        logprobs, entropy = completion_logprobs(self.lm, hidden, ids[:, -completion_tokens:],
+                                                mask[:, -completion_tokens:], self.action_logits, entropy_grad)
         values = None if self.value_head is None else self.value_head(hidden.float()).squeeze(-1)
         return TokenOutputs(logprobs, values, entropy)
 
@@ -123,4 +129,5 @@ class Reference:
         lm = self.frozen if self.frozen is not None else self.policy.lm
         with nullcontext() if self.frozen is not None else lm.disable_adapter():
             hidden = completion_hidden(lm, ids, mask, completion_tokens)
-            return completion_logprobs(lm, hidden, ids[:, -completion_tokens:], self.policy.action_logits)[0]
+            return completion_logprobs(lm, hidden, ids[:, -completion_tokens:], mask[:, -completion_tokens:],
+                                       self.policy.action_logits)[0]

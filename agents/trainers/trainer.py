@@ -209,16 +209,25 @@ class Trainer:
     def _score(self, batch) -> tuple[TokenOutputs, torch.Tensor | None]:
         """The policy's outputs and the reference's log-probs for every completion token, a minibatch
         of rows at a time, as the update runs: a forward over the whole batch would hold every row's
-        activations at once."""
-        width = batch.completion_tokens
+        activations at once.
+
+        No value depends on which rows share a forward, so rows of similar length go together, and
+        each forward drops the columns that are padding in all its rows (``batch.minibatch``, as the
+        update does): the same values for less compute."""
+        by_length = batch.mask.sum(1).argsort(descending=True)
         parts = []
-        for rows in torch.arange(len(batch.ids), device=batch.ids.device).split(self.config.minibatch_size):
-            ids, mask = batch.ids[rows], batch.mask[rows]
+        for rows in by_length.split(self.config.minibatch_size):
+            ids, mask, width = batch.minibatch(rows)
             ref = None if self.reference is None else self.reference.logprobs(ids, mask, width)
             parts.append((self.policy(ids, mask, width), ref))
         olds, refs = zip(*parts)
-        old = TokenOutputs(*(None if part[0] is None else torch.cat(part) for part in zip(*olds)))  # values may be None
-        return old, None if refs[0] is None else torch.cat(refs)
+
+        def in_row_order(pieces: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            padded = [torch.nn.functional.pad(piece, (0, batch.completion_tokens - piece.shape[1])) for piece in pieces]
+            return torch.cat(padded)[by_length.argsort()]
+
+        old = TokenOutputs(*(None if part[0] is None else in_row_order(part) for part in zip(*olds)))  # values may be None
+        return old, None if refs[0] is None else in_row_order(refs)
 
     def _optimize(self, batch, targets: dict[str, torch.Tensor]) -> dict[str, float]:
         c, stats = self.config, defaultdict(list)
