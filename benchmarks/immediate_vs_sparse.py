@@ -106,7 +106,7 @@ TASK_HYPERPARAMETERS = {
     "Arithmetic": dict.fromkeys(ALGOS, dict(lr=5e-5, group_size=16, num_envs=256, minibatch_size=64, epochs=2)),
 }
 BUDGETS = {name: task.study_tokens for name, task in TASKS.items()}
-PER_TASK = ("budgets", "thresholds", "sources", "hyperparameters", "study")  # keys by task
+PER_TASK = ("budgets", "thresholds", "sources", "hyperparameters")  # keys by task; "study" too, a list
 QUICK_SOURCES = dict(episodes=16, heldout=8, num_envs=8, epochs=1)
 
 
@@ -270,7 +270,17 @@ def updated(old: dict, new: dict) -> dict:
     for key in PER_TASK:
         record[key] = old[key] | new[key]
     record["runs"] = kept + new["runs"]
+    record["study"] = {**old["study"], **{task: still_standing(old["study"].get(task, []), task, kept) + entries
+                                          for task, entries in new["study"].items()}}
     return record
+
+
+def still_standing(studies: list[dict], task: str, kept: list[dict]) -> list[dict]:
+    """The ``studies`` of ``task`` (each invocation of the study that ran some of its cells) that the
+    ``kept`` runs still hold a cell of: a task's record says where each of its cells came from."""
+    cells = {cell_of(r) for r in kept if r["task"] == task}
+    return [study for study in studies if any((task, algo, mode) in cells
+                                              for algo in study["algos"] for mode in study["modes"])]
 
 
 def meeting_goal(goals: dict[str, dict]) -> int:
@@ -413,9 +423,8 @@ def run_study(args: argparse.Namespace, limits: dict[str, float], budgets: dict[
         "test_episodes": args.episodes, "smoothing_iterations": SMOOTHING,
         "hyperparameters": {t: {a: hyperparameters(t, a) for a in ALGOS} for t in args.tasks},
         "budgets": budgets, "thresholds": limits, "sources": sources,
-        "study": {task: {"finished": time.strftime("%Y-%m-%d %H:%M"), "minutes": minutes, "tasks": args.tasks,
-                         "algos": args.algos, "modes": args.modes,
-                         "resumed_runs": resumed.count(task)}
+        "study": {task: [{"finished": time.strftime("%Y-%m-%d %H:%M"), "minutes": minutes, "tasks": args.tasks,
+                          "algos": args.algos, "modes": args.modes, "resumed_runs": resumed.count(task)}]
                   for task in args.tasks},
         "runs": results}
 

@@ -54,16 +54,24 @@ def test_immediate_vs_sparse_quick_covers_every_task_algo_and_mode(tmp_path, mon
     run_quick("immediate_vs_sparse.py", tmp_path, "--tasks", "Sentiment", "--algos", "grpo", "--modes", "sparse",
               "online", "--update")
     updated = json.loads((tmp_path / "immediate_vs_sparse.json").read_text())
-    assert updated["study"]["Sentiment"]["resumed_runs"] == 1
     assert updated["results"]["Sentiment"]["grpo"]["sparse"]["test_score_mean"] == 7.0
     assert set(updated["results"]) == set(TASKS) and len(updated["runs"]) == len(record["runs"])
-    assert updated["study"]["Sentiment"]["modes"] == ["sparse", "online"]
-    assert updated["study"]["Keywords"]["tasks"] == list(TASKS)
+    # Each task records every study that its cells come from: Sentiment's first study still holds PPO.
+    first, second = updated["study"]["Sentiment"]
+    assert first == record["study"]["Sentiment"][0] and first["tasks"] == list(TASKS)
+    assert second["modes"] == ["sparse", "online"] and second["resumed_runs"] == 1
+    assert updated["study"]["Keywords"] == record["study"]["Keywords"]
     assert updated["results"]["Keywords"] == record["results"]["Keywords"]
     assert updated["results"]["Sentiment"]["ppo"] == record["results"]["Sentiment"]["ppo"]
     assert set(updated["results"]["Sentiment"]["grpo"]) == set(record["results"]["Sentiment"]["grpo"])
     new_runs = [r for r in updated["runs"] if r not in record["runs"]]
     assert {(r["task"], r["algo"], r["mode"]) for r in new_runs} == {("Sentiment", "grpo", m) for m in ("sparse", "online")}
+    # A study that re-runs all of a task's cells leaves it only its own record.
+    from immediate_vs_sparse import updated as merged
+
+    entry = {**second, "algos": ["ppo", "grpo"], "modes": list(REWARD_MODES) + ["online"]}
+    rerun = {**updated, "runs": [r for r in updated["runs"] if r["task"] == "Sentiment"], "study": {"Sentiment": [entry]}}
+    assert merged(updated, rerun)["study"]["Sentiment"] == [entry]
     # Re-analysing runs nothing and summarises the same runs to the same tables.
     run_quick("immediate_vs_sparse.py", tmp_path, "--reanalyse")
     again = json.loads((tmp_path / "immediate_vs_sparse.json").read_text())
