@@ -97,6 +97,8 @@ def used_source(sources: dict, mode: str) -> dict | None:
     from textgym.tasks import TRAINED_SOURCES
 
     return sources.get(TRAINED_SOURCES.get(env_mode(mode), ""))
+
+
 HYPERPARAMETERS = dict(lr=3e-5, kl_coef=0.05, num_envs=32, minibatch_size=16, epochs=4, group_size=4,
                        checkpoint_every=10**9)  # no periodic checkpoints: the study only needs the end
 # Tasks that sparse reward learns slowly get the settings with which learnability.py (and its one-seed
@@ -361,7 +363,9 @@ class RunLog:
         self.path = path
         self.model = hashlib.sha256((tiny_path() / "model.safetensors").read_bytes()).hexdigest()[:16]
         self.logged = {}
-        for line in path.read_text().splitlines() if path.is_file() else []:
+        text = path.read_text() if path.is_file() else ""
+        self.line_cut_short = bool(text) and not text.endswith("\n")  # the next entry starts a line of its own
+        for line in text.splitlines():
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:  # cut short by a kill while it was written: that run runs again
@@ -384,11 +388,11 @@ class RunLog:
 
     def add(self, run: Run, sources: dict, result: dict) -> None:
         entry = {**self.setting(run, sources), "result": result}
-        written = self.path.read_bytes() if self.path.is_file() else b""
-        with self.path.open("a") as log:  # after a line cut short by a kill, on a line of its own
-            log.write(("\n" if written and not written.endswith(b"\n") else "") + json.dumps(entry) + "\n")
+        with self.path.open("a") as log:
+            log.write(("\n" if self.line_cut_short else "") + json.dumps(entry) + "\n")
             log.flush()
             os.fsync(log.fileno())
+        self.line_cut_short = False
 
 
 def run_study(args: argparse.Namespace, limits: dict[str, float], budgets: dict[str, int], log: RunLog) -> dict:

@@ -119,12 +119,10 @@ def main() -> None:
               if ours in results}
     print(f"our GRPO / TRL's GRPOTrainer, {shape.completions} completions of {shape.new_tokens} tokens: "
           + ", ".join(f"{key} {value:.3f}" for key, value in ratios.items()) + " (goal <= 0.6)")
-    write_json(results_file(args.out, "trainer_memory", device=device), {"machine": machine(), "device": device,
-                                                          "num_envs": args.num_envs, "iterations": args.iterations,
-                                                          "ratio_lora_kl_vs_no_reference": ratio,
-                                                          **ratios,
-                                                          "against_trl_shape": vars(shape),
-                                                          "contenders": results})
+    write_json(results_file(args.out, "trainer_memory", device=device),
+               {"machine": machine(), "device": device, "num_envs": args.num_envs, "iterations": args.iterations,
+                "ratio_lora_kl_vs_no_reference": ratio, **ratios, "against_trl_shape": vars(shape),
+                "contenders": results})
 
 
 if __name__ == "__main__":

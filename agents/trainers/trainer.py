@@ -221,10 +221,11 @@ class Trainer:
             ref = None if self.reference is None else self.reference.logprobs(ids, mask, width)
             parts.append((self.policy(ids, mask, width), ref))
         olds, refs = zip(*parts)
+        row_order = by_length.argsort()
 
         def in_row_order(pieces: tuple[torch.Tensor, ...]) -> torch.Tensor:
             padded = [torch.nn.functional.pad(piece, (0, batch.completion_tokens - piece.shape[1])) for piece in pieces]
-            return torch.cat(padded)[by_length.argsort()]
+            return torch.cat(padded)[row_order]
 
         old = TokenOutputs(*(None if part[0] is None else in_row_order(part) for part in zip(*olds)))  # values may be None
         return old, None if refs[0] is None else in_row_order(refs)
